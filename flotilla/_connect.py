@@ -1,0 +1,46 @@
+"""Connections to NATS and Redis shared by the SDK and every service."""
+
+from __future__ import annotations
+
+import logging
+
+import nats
+import redis.asyncio as aioredis
+from nats.aio.client import Client as NATS
+
+from flotilla.errors import UnavailableError
+from flotilla.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def connect_nats(settings: Settings, *, name: str) -> NATS:
+    """A NATS connection that reconnects forever; fails fast only on the first connect."""
+
+    async def _on_error(exc: Exception) -> None:
+        log.warning("nats error on %s: %s", name, exc)
+
+    try:
+        return await nats.connect(
+            settings.nats_url,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            allow_reconnect=True,
+            error_cb=_on_error,
+            pending_size=64 * 1024 * 1024,
+            flusher_queue_size=4096,
+        )
+    except Exception as exc:
+        raise UnavailableError(f"cannot reach NATS at {settings.nats_url}: {exc}") from exc
+
+
+def connect_redis(settings: Settings) -> aioredis.Redis:
+    """A Redis client (hiredis parser when installed); connects lazily on first command."""
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=False,
+        health_check_interval=30,
+        socket_keepalive=True,
+    )

@@ -1,0 +1,89 @@
+"""Idempotent creation of the streams and KV buckets of a fleet; safe from several processes."""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    SubjectTransform,
+)
+from nats.js.errors import BadRequestError
+from nats.js.kv import KeyValue
+
+from flotilla.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_STREAM_NAME_IN_USE = 10058
+DLQ_MAX_AGE_S = 7 * 24 * 3600.0
+
+
+def stream_configs(settings: Settings) -> list[StreamConfig]:
+    """The desired configuration of every stream of the fleet (PROTOCOL §2)."""
+    subjects = settings.subjects
+    return [
+        StreamConfig(
+            name=subjects.cmd_stream,
+            subjects=[subjects.cmd_wildcard],
+            subject_transform=SubjectTransform(
+                src=subjects.cmd_wildcard,
+                dest=subjects.cmd_transform_destination(settings.shards),
+            ),
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.NEW,
+            duplicate_window=settings.duplicate_window_s,
+        ),
+        StreamConfig(
+            name=subjects.evt_stream,
+            subjects=[subjects.evt_all],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=settings.event_max_age_s,
+        ),
+        StreamConfig(
+            name=subjects.dlq_stream,
+            subjects=[subjects.dlq_all],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=DLQ_MAX_AGE_S,
+        ),
+    ]
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream, or update it when it exists with another configuration."""
+    try:
+        await js.add_stream(config)
+    except BadRequestError as exc:
+        if exc.err_code != _STREAM_NAME_IN_USE:
+            raise
+        await js.update_stream(config)
+        log.info("updated stream %s", config.name)
+
+
+async def ensure_bucket(js: JetStreamContext, bucket: str, *, ttl: float | None = None) -> KeyValue:
+    """Open a KV bucket, creating it first when missing."""
+    config = KeyValueConfig(bucket=bucket, history=1, ttl=ttl, storage=StorageType.FILE)
+    try:
+        return await js.create_key_value(config)
+    except BadRequestError as exc:
+        if exc.err_code != _STREAM_NAME_IN_USE:
+            raise
+        return await js.key_value(bucket)
+
+
+async def provision(js: JetStreamContext, settings: Settings) -> None:
+    """Make sure every stream and bucket the fleet uses exists."""
+    for config in stream_configs(settings):
+        await ensure_stream(js, config)
+    subjects = settings.subjects
+    await ensure_bucket(js, subjects.workers_bucket, ttl=60.0)
+    await ensure_bucket(js, subjects.placement_bucket)
+    await ensure_bucket(js, subjects.router_bucket)

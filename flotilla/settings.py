@@ -1,0 +1,94 @@
+"""The one immutable Settings object, built once at an entry point from environment and flags.
+
+This is the only module of the project that reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from schemas import Subjects
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Configuration shared by every Flotilla process. See the README's configuration table."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "flotilla"
+    key_prefix: str = ""
+    shards: int = 64
+    data_dir: Path = field(default_factory=lambda: Path(".flotilla"))
+    worker_id: str = field(default_factory=_default_worker_id)
+    # commands
+    max_command_bytes: int = 512 * 1024
+    duplicate_window_s: float = 120.0
+    ack_wait_s: float = 30.0
+    event_max_age_s: float = 24 * 3600.0
+    # workers
+    worker_slots: int = 512
+    heartbeat_interval_s: float = 0.5
+    worker_timeout_s: float = 3.0
+    handover_grace_s: float = 5.0
+    max_resident_sessions: int = 10_000
+    hibernate_after_ms: int = 600_000
+    metrics_port: int | None = 0
+    metrics_host: str = "127.0.0.1"
+    # router
+    router_id: str = field(default_factory=_default_worker_id)
+    sweep_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shards <= 4096:
+            raise ValueError("shards must be within 1..4096")
+        Subjects(self.prefix)  # validates the prefix
+
+    @property
+    def subjects(self) -> Subjects:
+        return Subjects(self.prefix)
+
+    @property
+    def redis_prefix(self) -> str:
+        """Prefix of every Redis key of this fleet (defaults to the subject prefix)."""
+        return self.key_prefix or self.prefix
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with the given fields replaced; `None` values are ignored."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from FLOTILLA_* variables, then explicit overrides (flags) on top."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"FLOTILLA_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.type, raw, f.name)
+        settings = cls(**values)
+        return settings.with_overrides(**overrides)
+
+
+def _coerce(type_name: object, raw: str, name: str) -> Any:
+    text = str(type_name)
+    try:
+        if text.startswith("int"):
+            return None if raw.lower() in ("", "none", "off") else int(raw)
+        if text == "float":
+            return float(raw)
+        if text == "Path":
+            return Path(raw)
+    except ValueError as exc:
+        raise ValueError(f"FLOTILLA_{name.upper()}={raw!r} is not a valid {text}") from exc
+    return raw

@@ -1,0 +1,113 @@
+"""The wire contract of Flotilla (PROTOCOL.md): identifiers, subjects, commands, events, state.
+
+Pure data: this package imports nothing else of the project.
+"""
+
+from schemas._base import SCHEMA_VERSION, WireModel
+from schemas._commands import (
+    COMMAND_ADAPTER,
+    COMMAND_OPS,
+    Abort,
+    Approve,
+    AttachTool,
+    Checkpoint,
+    Command,
+    Create,
+    DetachTool,
+    Hibernate,
+    Prompt,
+    Reject,
+    Respond,
+    Steer,
+    Stop,
+    SwitchModel,
+    UpdatePluginOpts,
+)
+from schemas._events import (
+    EVENT_ADAPTER,
+    EVENT_CATALOG,
+    Channel,
+    Event,
+    EventSpec,
+    Usage,
+    channel_of,
+    validate_event,
+)
+from schemas._export import export_json_schemas
+from schemas._ids import (
+    DEFAULT_TENANT,
+    NO_GROUP,
+    CommandId,
+    Token,
+    is_command_id,
+    is_token,
+    new_command_id,
+    new_session_id,
+)
+from schemas._options import (
+    CheckpointRef,
+    Compactor,
+    HistoryMessage,
+    PluginSpec,
+    SessionOptions,
+    SubAgentSpec,
+    canonical_tool_name,
+)
+from schemas._registry import ProviderProfile, is_secret_opt
+from schemas._state import QueuedPrompt, SessionState, Status, TurnProgress
+from schemas._subjects import CHANNELS, ShardedCommandSubject, Subjects
+
+__all__ = [
+    "CHANNELS",
+    "COMMAND_ADAPTER",
+    "COMMAND_OPS",
+    "DEFAULT_TENANT",
+    "EVENT_ADAPTER",
+    "EVENT_CATALOG",
+    "NO_GROUP",
+    "SCHEMA_VERSION",
+    "Abort",
+    "Approve",
+    "AttachTool",
+    "Channel",
+    "Checkpoint",
+    "CheckpointRef",
+    "Command",
+    "CommandId",
+    "Compactor",
+    "Create",
+    "DetachTool",
+    "Event",
+    "EventSpec",
+    "Hibernate",
+    "HistoryMessage",
+    "PluginSpec",
+    "Prompt",
+    "ProviderProfile",
+    "QueuedPrompt",
+    "Reject",
+    "Respond",
+    "SessionOptions",
+    "SessionState",
+    "ShardedCommandSubject",
+    "Status",
+    "Steer",
+    "Stop",
+    "SubAgentSpec",
+    "Subjects",
+    "SwitchModel",
+    "Token",
+    "TurnProgress",
+    "UpdatePluginOpts",
+    "Usage",
+    "WireModel",
+    "canonical_tool_name",
+    "channel_of",
+    "export_json_schemas",
+    "is_command_id",
+    "is_secret_opt",
+    "is_token",
+    "new_command_id",
+    "new_session_id",
+    "validate_event",
+]

@@ -1,0 +1,125 @@
+"""Commands of PROTOCOL §3, one model per op, read through one discriminated union."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter
+
+from schemas._base import WireModel
+from schemas._ids import CommandId, Token
+from schemas._options import CheckpointRef, SessionOptions
+
+
+class _Command(WireModel):
+    id: CommandId | None = None
+    ts: int | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Create(SessionOptions, _Command):
+    op: Literal["create"] = "create"
+    from_checkpoint: CheckpointRef | None = None
+
+
+class Prompt(_Command):
+    op: Literal["prompt"] = "prompt"
+    text: str
+    strategy: Literal["enqueue", "reject", "interrupt", "rollback"] = "enqueue"
+
+
+class Steer(_Command):
+    op: Literal["steer"] = "steer"
+    text: str = Field(min_length=1)
+    ref: Token | None = None
+
+
+class Abort(_Command):
+    op: Literal["abort"] = "abort"
+    reason: str = "user_cancelled"
+    kill_tools: Literal["default", "all", "none"] = "default"
+    clear_queue: bool = True
+
+
+class Approve(_Command):
+    op: Literal["approve"] = "approve"
+    approval_id: Token
+    kind: Literal["once", "always"] = "once"
+    auto_resume: bool = True
+
+
+class Reject(_Command):
+    op: Literal["reject"] = "reject"
+    approval_id: Token
+    reason: str = "rejected"
+    auto_resume: bool = False
+
+
+class Respond(_Command):
+    op: Literal["respond"] = "respond"
+    ref: Token
+    response: Any
+
+
+class SwitchModel(_Command):
+    op: Literal["switch_model"] = "switch_model"
+    model: str = Field(min_length=3, max_length=256)
+    provider_opts: dict[str, Any] | None = None
+
+
+class AttachTool(_Command):
+    op: Literal["attach_tool"] = "attach_tool"
+    tool: str | dict[str, Any]
+
+
+class DetachTool(_Command):
+    op: Literal["detach_tool"] = "detach_tool"
+    tool: str
+
+
+class UpdatePluginOpts(_Command):
+    op: Literal["update_plugin_opts"] = "update_plugin_opts"
+    plugin: str = Field(min_length=1)
+    opts: dict[str, Any]
+
+
+class Checkpoint(_Command):
+    op: Literal["checkpoint"] = "checkpoint"
+    label: str | None = Field(default=None, max_length=200)
+
+
+class Hibernate(_Command):
+    op: Literal["hibernate"] = "hibernate"
+
+
+class Stop(_Command):
+    op: Literal["stop"] = "stop"
+
+
+Command = Annotated[
+    Create
+    | Prompt
+    | Steer
+    | Abort
+    | Approve
+    | Reject
+    | Respond
+    | SwitchModel
+    | AttachTool
+    | DetachTool
+    | UpdatePluginOpts
+    | Checkpoint
+    | Hibernate
+    | Stop,
+    Field(discriminator="op"),
+]
+
+COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+
+COMMAND_OPS: frozenset[str] = frozenset(
+    model.model_fields["op"].default
+    for model in (
+        Create, Prompt, Steer, Abort, Approve, Reject, Respond, SwitchModel,
+        AttachTool, DetachTool, UpdatePluginOpts, Checkpoint, Hibernate, Stop,
+    )
+)

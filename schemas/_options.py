@@ -1,0 +1,120 @@
+"""Session options (PROTOCOL §5), the body of `create`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from schemas._base import WireModel
+from schemas._ids import Token
+
+PromptMode = Literal["full", "task", "minimal", "none"]
+
+DEFAULT_INTERRUPT_IMMUNE_TOOLS: tuple[str, ...] = ("write_file", "edit_file", "write_todos")
+
+_TOOL_ALIASES = {
+    "CMDC.Tool.ReadFile": "read_file",
+    "CMDC.Tool.WriteFile": "write_file",
+    "CMDC.Tool.EditFile": "edit_file",
+    "CMDC.Tool.Shell": "shell",
+    "CMDC.Tool.Grep": "grep",
+    "CMDC.Tool.ListDir": "list_dir",
+    "CMDC.Tool.Glob": "glob",
+    "CMDC.Tool.Task": "task",
+    "CMDC.Tool.WriteTodos": "write_todos",
+    "CMDC.Tool.AskUser": "ask_user",
+    "CMDC.Tool.CompactConversation": "compact_conversation",
+}
+_MODEL_PREFIXES = ("mock:", "registry:")
+
+
+def canonical_tool_name(name: str) -> str:
+    """Map a CMDC module name (`CMDC.Tool.ReadFile`) to its tool name (`read_file`)."""
+    return _TOOL_ALIASES.get(name, name)
+
+
+class PluginSpec(WireModel):
+    name: str = Field(min_length=1, max_length=200)
+    opts: dict[str, Any] = Field(default_factory=dict)
+
+
+class SubAgentSpec(WireModel):
+    name: Token
+    description: str = ""
+    system_prompt: str = ""
+    model: str | None = None
+    tools: list[str] = Field(default_factory=list)
+    prompt_mode: PromptMode = "task"
+    user_data: dict[str, Any] | None = None
+
+
+class Compactor(WireModel):
+    trigger_tokens: int = Field(gt=0)
+    keep_messages: int = Field(ge=0)
+
+
+class CheckpointRef(WireModel):
+    session_id: Token
+    checkpoint_id: Token
+
+
+class HistoryMessage(WireModel):
+    """A message of the conversation history (CMDC.Message)."""
+
+    role: Literal["system", "user", "assistant", "tool_result"]
+    content: str = ""
+    thinking: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    call_id: str | None = None
+    name: str | None = None
+    is_error: bool | None = None
+
+
+class SessionOptions(WireModel):
+    """Everything `create` accepts; the gateway takes the same fields in camelCase."""
+
+    model: str = Field(min_length=3, max_length=256)
+    system_prompt: str = ""
+    prompt_mode: PromptMode = "full"
+    tools: list[str] = Field(default_factory=list)
+    plugins: list[str | PluginSpec] = Field(default_factory=list)
+    subagents: list[SubAgentSpec] = Field(default_factory=list)
+    group_id: Token | None = None
+    user_data: dict[str, Any] = Field(default_factory=dict)
+    messages: list[HistoryMessage] = Field(default_factory=list)
+    max_turns: int = Field(default=100, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    provider_opts: dict[str, Any] = Field(default_factory=dict)
+    max_steering_queue: int = Field(default=3, ge=0)
+    interrupt_immune_tools: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_INTERRUPT_IMMUNE_TOOLS)
+    )
+    tool_max_retries: int = Field(default=0, ge=0)
+    tool_retry_delay_ms: int = Field(default=500, ge=0)
+    compactor: Compactor | None = None
+    hibernate_after_ms: int | None = Field(default=None, gt=0)
+    blueprint: str | None = None
+    working_dir: str | None = None
+    skills_dirs: list[str] = Field(default_factory=list)
+    webhook: dict[str, Any] | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _model_has_provider(cls, value: str) -> str:
+        provider, sep, model_id = value.partition(":")
+        if not sep or not provider or not model_id:
+            raise ValueError("model must be 'provider:model_id', 'registry:<p>:<m>' or 'mock:<n>'")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _canonical_tools(cls, value: list[str]) -> list[str]:
+        return [canonical_tool_name(name) for name in value]
+
+    @property
+    def provider(self) -> str:
+        return self.model.partition(":")[0]
+
+    def is_mock(self) -> bool:
+        return self.model.startswith(_MODEL_PREFIXES[0])

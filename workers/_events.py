@@ -1,0 +1,59 @@
+"""Publishing events: envelope built once, encoded with orjson, sent as core NATS publishes.
+
+FLOTILLA_EVT captures the subjects, which gives replay; core publishes are buffered by the
+client and flushed in batches, so an event costs no round trip.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from nats.aio.client import Client as NATS
+
+from schemas import EVENT_CATALOG, Subjects
+from workers import _metrics
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class EventPublisher:
+    """Sends events of any session; the worker id is stamped on every envelope."""
+
+    def __init__(self, nc: NATS, *, subjects: Subjects, worker_id: str) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self.worker_id = worker_id
+
+    async def publish(
+        self,
+        *,
+        tenant: str,
+        group: str | None,
+        sid: str,
+        type_: str,
+        data: dict[str, Any],
+        turn: int = 0,
+        request_id: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        channel = EVENT_CATALOG[type_].channel
+        envelope: dict[str, Any] = {
+            "type": type_,
+            "sid": sid,
+            "tenant": tenant,
+            "group": group,
+            "ts": now_ms(),
+            "turn": turn,
+            "request_id": request_id,
+            "worker": self.worker_id,
+            "data": data,
+        }
+        if meta:
+            envelope["meta"] = meta
+        subject = self._subjects.evt(tenant, group, sid, channel, type_)
+        await self._nc.publish(subject, orjson.dumps(envelope))
+        _metrics.EVENTS_PUBLISHED.labels(channel).inc()

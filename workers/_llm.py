@@ -1,0 +1,52 @@
+"""The LLM port of the turn engine: a streaming call that yields chunks, then a response."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    kind: Literal["text", "thinking"]
+    delta: str
+
+
+@dataclass(slots=True)
+class LLMResponse:
+    text: str = ""
+    thinking: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LLMRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    system_prompt: str
+    provider_opts: dict[str, Any]
+    max_tokens: int | None
+    script_cursor: int = 0
+    prompt_chars: int = 0
+
+
+class LLMError(Exception):
+    """A failed LLM call; `retryable` decides between `retry` and ending the turn."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+class LLM(Protocol):
+    """One provider; `stream` yields chunks and finally returns through `response`."""
+
+    def stream(self, request: LLMRequest, response: LLMResponse) -> AsyncIterator[Chunk]:
+        """Yield deltas while filling `response`; raise LLMError on failure."""
+        ...

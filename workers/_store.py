@@ -1,0 +1,189 @@
+"""Session state in Redis: fenced compare-and-set writes, grouped into one pipeline per batch.
+
+Concurrent actors' writes are coalesced ("group commit"): while one pipeline is in flight,
+the next batch accumulates, so under load one round trip carries many sessions' steps and
+an idle fleet pays no extra latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from flotilla.keys import RedisKeys
+from workers import _scripts
+from workers.errors import Conflict, Fenced
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    version: int
+    state: bytes
+    history: list[bytes]
+
+
+class SessionStore:
+    """Reads and fenced writes of session state; one instance per worker process."""
+
+    def __init__(self, redis: aioredis.Redis, *, key_prefix: str) -> None:
+        self._redis = redis
+        self.keys = RedisKeys(key_prefix)
+        self._sha: dict[str, str] = {}
+        self._queue: list[tuple[str, Sequence[Any], asyncio.Future[Any]]] = []
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.commands = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._load_scripts()
+        self._flusher = asyncio.create_task(self._flush_forever(), name="store-flusher")
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        for _, _, fut in self._queue:
+            if not fut.done():
+                fut.set_exception(ConnectionError("session store closed"))
+        self._queue.clear()
+
+    async def _load_scripts(self) -> None:
+        for name in ("LOAD_CLAIM", "SAVE", "DELETE"):
+            self._sha[name] = await self._redis.script_load(getattr(_scripts, name))
+
+    # -- operations --------------------------------------------------------------------------
+    async def load(self, sid: str, *, epoch: int) -> Loaded | None:
+        """Load and claim a session for `epoch`; None when it does not exist."""
+        reply = await self._call(
+            "evalsha", (self._sha["LOAD_CLAIM"], 2, self.keys.state(sid),
+                        self.keys.history(sid), epoch),
+        )
+        status = int(reply[0])
+        if status == 0:
+            return None
+        if status == 1:
+            raise Fenced(f"session {sid} is owned by epoch {reply[1]} > {epoch}")
+        return Loaded(version=int(reply[1]), state=reply[2], history=list(reply[3:]))
+
+    async def save(
+        self,
+        sid: str,
+        *,
+        epoch: int,
+        version: int,
+        state: bytes,
+        append: Sequence[bytes] = (),
+        keep: int = -1,
+        shard: int,
+        tenant: str,
+        active: bool,
+        hibernate_at_ms: int | None,
+    ) -> int:
+        """Compare-and-set the state (and append history); returns the new version.
+
+        Also keeps two indexes: the shard's set of sessions with an unfinished turn (read by
+        a new owner to resume them) and the hibernation schedule (read by the router).
+        """
+        member = f"{tenant}.{sid}"
+        schedule: tuple[str, tuple[Any, ...]] = (
+            ("zadd", (self.keys.hibernation, {member: hibernate_at_ms}))
+            if hibernate_at_ms is not None
+            else ("zrem", (self.keys.hibernation, member))
+        )
+        result = await self._call_many(
+            [
+                ("evalsha", (self._sha["SAVE"], 2, self.keys.state(sid), self.keys.history(sid),
+                             epoch, version, state, keep, *append)),
+                ("sadd" if active else "srem", (self.keys.active(shard), sid)),
+                schedule,
+            ]
+        )
+        new_version = int(result[0])
+        if new_version == -1:
+            raise Fenced(f"session {sid}: epoch {epoch} is stale")
+        if new_version == -2:
+            raise Conflict(f"session {sid}: version {version} is not current")
+        return new_version
+
+    async def delete(
+        self, sid: str, *, epoch: int, version: int, shard: int, tenant: str
+    ) -> None:
+        """Delete a session's live state (stop)."""
+        result = await self._call_many(
+            [
+                ("evalsha", (self._sha["DELETE"], 2, self.keys.state(sid), self.keys.history(sid),
+                             epoch, version)),
+                ("srem", (self.keys.active(shard), sid)),
+                ("zrem", (self.keys.hibernation, f"{tenant}.{sid}")),
+            ]
+        )
+        if int(result[0]) == -1:
+            raise Fenced(f"session {sid}: epoch {epoch} is stale")
+        if int(result[0]) == -2:
+            raise Conflict(f"session {sid}: version {version} is not current")
+
+    async def active_sessions(self, shard: int) -> list[str]:
+        members = await self._call("smembers", (self.keys.active(shard),))
+        return sorted(m.decode() for m in members)
+
+    # -- batching ----------------------------------------------------------------------------
+    async def _call(self, method: str, args: Sequence[Any]) -> Any:
+        return (await self._call_many([(method, args)]))[0]
+
+    async def _call_many(self, calls: list[tuple[str, Sequence[Any]]]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        futures = []
+        for method, args in calls:
+            fut: asyncio.Future[Any] = loop.create_future()
+            self._queue.append((method, args, fut))
+            futures.append(fut)
+        self._wake.set()
+        return list(await asyncio.gather(*futures))
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            if batch:
+                await self._execute(batch)
+
+    async def _execute(self, batch: list[tuple[str, Sequence[Any], asyncio.Future[Any]]]) -> None:
+        self.batches += 1
+        self.commands += len(batch)
+        for attempt in (1, 2):
+            pipe = self._redis.pipeline(transaction=False)
+            for method, args, _ in batch:
+                getattr(pipe, method)(*args)
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except Exception as exc:  # connection-level failure: every caller sees it
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                return
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+                # Redis restarted or flushed its script cache; a SHA names its script's text,
+                # so loading them again makes the same calls valid.
+                await self._load_scripts()
+                continue
+            break
+        for (_, _, fut), result in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(result, Exception):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+

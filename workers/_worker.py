@@ -1,0 +1,315 @@
+"""Worker: joins the fleet, consumes the shards placed on it, hosts session actors.
+
+Shutdown sequence (SIGTERM, or `shutdown()`), each step bounded by the handover grace:
+stop intake of every shard → let resident actors reach a step boundary → cancel what is left
+(its state is at the last persisted boundary; the next owner resumes it) → release shards and
+leave the membership → close the store, Redis and NATS in reverse order of opening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+import orjson
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from prometheus_client import start_http_server
+
+from flotilla._connect import connect_nats, connect_redis
+from flotilla._provision import ensure_bucket, provision
+from flotilla.errors import ConfigurationError
+from flotilla.placement import RELEASED_KEY, SHARD_KEY, Assignment, Heartbeat, parse_key
+from flotilla.settings import Settings
+from workers import _metrics
+from workers._actor import RESUME, SessionActor
+from workers._context import DeadLetterRequest, WorkerContext
+from workers._delivery import Delivery
+from workers._events import EventPublisher, now_ms
+from workers._intake import ShardIntake
+from workers._mock import MockLLM
+from workers._slots import SlotPool
+from workers._store import SessionStore
+
+log = logging.getLogger(__name__)
+
+_KV_KEY = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
+
+
+@dataclass
+class _OwnedShard:
+    shard: int
+    epoch: int
+    intake: ShardIntake
+    task: asyncio.Task[None]
+
+
+class Worker:
+    """One worker process of the fleet. `run()` until `shutdown()` (idempotent)."""
+
+    def __init__(self, *, settings: Settings) -> None:
+        if not _KV_KEY.match(settings.worker_id):
+            raise ConfigurationError(f"worker id {settings.worker_id!r} must match {_KV_KEY.pattern}")
+        self.settings = settings
+        self.worker_id = settings.worker_id
+        self._subjects = settings.subjects
+        self._slots = SlotPool(settings.worker_slots)
+        self._shards: dict[int, _OwnedShard] = {}
+        self._pending_take: dict[int, asyncio.Task[None]] = {}
+        self._released: dict[int, int] = {}
+        self._released_changed = asyncio.Event()
+        self._actors: dict[str, tuple[SessionActor, asyncio.Task[None]]] = {}
+        self._to_resume: dict[str, tuple[int, int]] = {}
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._started_ms = now_ms()
+        self._metrics_url: str | None = None
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._placement: KeyValue | None = None
+        self._ctx: WorkerContext | None = None
+        self.ready = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        settings = self.settings
+        nc = self._nc = await connect_nats(settings, name=f"worker {self.worker_id}")
+        js = self._js = nc.jetstream()
+        await provision(js, settings)
+        redis = connect_redis(settings)
+        store = SessionStore(redis, key_prefix=settings.redis_prefix)
+        await store.start()
+        self._ctx = WorkerContext(
+            settings=settings, store=store, mock=MockLLM(),
+            events=EventPublisher(nc, subjects=self._subjects, worker_id=self.worker_id),
+            dead_letter=self._dead_letter,
+        )
+        workers_kv = await ensure_bucket(js, self._subjects.workers_bucket, ttl=60.0)
+        self._placement = await ensure_bucket(js, self._subjects.placement_bucket)
+        self._start_metrics()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._heartbeat(workers_kv), name="heartbeat")
+                group.create_task(self._watch_placement(), name="placement")
+                group.create_task(self._maintain(), name="maintenance")
+                self.ready.set()
+                await self._stopping.wait()
+                await self._drain()
+                with contextlib.suppress(Exception):
+                    await workers_kv.delete(self.worker_id)
+                raise _Stop
+        except* _Stop:
+            pass
+        finally:
+            await self._close_all(store, redis, nc)
+            self._stopped.set()
+
+    async def shutdown(self) -> None:
+        """Ask the worker to stop; returns once it has."""
+        self._stopping.set()
+        if self._nc is not None:
+            await self._stopped.wait()
+
+    async def _close_all(self, store: SessionStore, redis: object, nc: NATS) -> None:
+        for owned in list(self._shards.values()):
+            owned.task.cancel()
+        for task in self._pending_take.values():
+            task.cancel()
+        for _, task in list(self._actors.values()):
+            task.cancel()
+        await asyncio.gather(*(o.task for o in self._shards.values()),
+                             *self._pending_take.values(),
+                             *(t for _, t in self._actors.values()), return_exceptions=True)
+        await store.close()
+        with contextlib.suppress(Exception):
+            await redis.aclose()  # type: ignore[attr-defined]
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
+    async def _drain(self) -> None:
+        log.info("worker %s draining %d shards", self.worker_id, len(self._shards))
+        for shard in list(self._shards):
+            await self._release(shard, announce=True)
+
+    def _start_metrics(self) -> None:
+        port = self.settings.metrics_port
+        if port is None:
+            return
+        server, _ = start_http_server(port, addr=self.settings.metrics_host)
+        self._metrics_url = f"http://{self.settings.metrics_host}:{server.server_port}/metrics"
+
+    # -- membership --------------------------------------------------------------------------
+    async def _heartbeat(self, kv: KeyValue) -> None:
+        while not self._stopping.is_set():
+            beat = Heartbeat(
+                worker=self.worker_id, started_ms=self._started_ms, ts_ms=now_ms(),
+                slots_free=self._slots.free, resident=len(self._actors),
+                shards=tuple(sorted(self._shards)), metrics_url=self._metrics_url,
+            )
+            try:
+                await kv.put(self.worker_id, beat.encode())
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+            _metrics.RESIDENT.set(len(self._actors))
+            _metrics.SHARDS_OWNED.set(len(self._shards))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.heartbeat_interval_s):
+                    await self._stopping.wait()
+
+    async def _watch_placement(self) -> None:
+        assert self._placement is not None
+        watcher = await self._placement.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None or self._stopping.is_set():
+                    continue
+                parsed = parse_key(entry.key)
+                if parsed is None or not entry.value:
+                    continue
+                kind, shard = parsed
+                if kind == "released":
+                    self._released[shard] = int(orjson.loads(entry.value)["epoch"])
+                    self._released_changed.set()
+                    continue
+                assignment = Assignment.decode(shard, entry.value)
+                await self._on_assignment(assignment)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    async def _on_assignment(self, assignment: Assignment) -> None:
+        shard = assignment.shard
+        owned = self._shards.get(shard)
+        pending = self._pending_take.pop(shard, None)
+        if pending is not None:
+            pending.cancel()
+        if assignment.worker != self.worker_id:
+            if owned is not None:
+                await self._release(shard, announce=True)
+            return
+        if owned is not None and owned.epoch >= assignment.epoch:
+            return
+        if owned is not None:
+            await self._release(shard, announce=False)
+        self._pending_take[shard] = asyncio.create_task(
+            self._take(assignment), name=f"take-shard-{shard}"
+        )
+
+    async def _take(self, assignment: Assignment) -> None:
+        """Wait (bounded) for the previous owner to let go, then consume the shard."""
+        shard = assignment.shard
+        if assignment.prev and assignment.prev != self.worker_id:
+            deadline = time.monotonic() + self.settings.handover_grace_s
+            while self._released.get(shard, 0) < assignment.prev_epoch:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.warning("shard %d: %s did not release epoch %d in time; taking over",
+                                shard, assignment.prev, assignment.prev_epoch)
+                    break
+                self._released_changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._released_changed.wait()
+        assert self._nc is not None and self._js is not None and self._ctx is not None
+        intake = ShardIntake(
+            nc=self._nc, js=self._js, settings=self.settings, shard=shard,
+            epoch=assignment.epoch, slots=self._slots, dispatch=self._dispatch,
+        )
+        await intake.prepare()
+        for sid in await self._ctx.store.active_sessions(shard):
+            self._actor_for(sid, shard, assignment.epoch).mailbox.put_nowait(RESUME)
+        task = asyncio.create_task(intake.run(), name=f"intake-{shard}")
+        self._shards[shard] = _OwnedShard(shard, assignment.epoch, intake, task)
+        self._pending_take.pop(shard, None)
+        log.info("worker %s took shard %d at epoch %d", self.worker_id, shard, assignment.epoch)
+
+    async def _release(self, shard: int, *, announce: bool) -> None:
+        """Stop consuming `shard`, let its actors reach a step boundary, then let it go."""
+        owned = self._shards.pop(shard, None)
+        if owned is None:
+            return
+        await owned.intake.stop()
+        actors = [(a, t) for a, t in self._actors.values() if a.shard == shard]
+        deadline = time.monotonic() + self.settings.handover_grace_s
+        while any(not a.idle() for a, _ in actors) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for _, task in actors:
+            task.cancel()
+        await asyncio.gather(owned.task, *(t for _, t in actors), return_exceptions=True)
+        if announce and self._placement is not None:
+            with contextlib.suppress(Exception):
+                await self._placement.put(
+                    f"{RELEASED_KEY}{shard}",
+                    orjson.dumps({"epoch": owned.epoch, "worker": self.worker_id}),
+                )
+        log.info("worker %s released shard %d (epoch %d)", self.worker_id, shard, owned.epoch)
+
+    # -- actors ------------------------------------------------------------------------------
+    def _dispatch(self, delivery: Delivery) -> None:
+        owned = self._shards.get(delivery.shard)
+        if owned is None:
+            delivery.abandon()
+            return
+        actor = self._actor_for(delivery.sid, delivery.shard, owned.epoch)
+        actor.last_used = time.monotonic()
+        actor.mailbox.put_nowait(delivery)
+
+    def _actor_for(self, sid: str, shard: int, epoch: int) -> SessionActor:
+        existing = self._actors.get(sid)
+        if existing is not None and not existing[0].closed:
+            return existing[0]
+        assert self._ctx is not None
+        actor = SessionActor(sid=sid, shard=shard, epoch=epoch, ctx=self._ctx,
+                             on_exit=self._on_actor_exit)
+        task = asyncio.create_task(actor.run(), name=f"actor-{sid}")
+        self._actors[sid] = (actor, task)
+        return actor
+
+    def _on_actor_exit(self, actor: SessionActor) -> None:
+        current = self._actors.get(actor.sid)
+        if current is not None and current[0] is actor:
+            del self._actors[actor.sid]
+        if actor.needs_resume and actor.shard in self._shards:
+            self._to_resume[actor.sid] = (actor.shard, actor.epoch)
+
+    async def _maintain(self) -> None:
+        """Resume sessions whose turn failed on infrastructure, and evict idle actors."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._stopping.wait()
+            for sid, (shard, epoch) in list(self._to_resume.items()):
+                owned = self._shards.get(shard)
+                del self._to_resume[sid]
+                if owned is not None and owned.epoch == epoch:
+                    self._actor_for(sid, shard, epoch).mailbox.put_nowait(RESUME)
+            excess = len(self._actors) - self.settings.max_resident_sessions
+            if excess > 0:
+                idle = sorted((a.last_used, sid, t) for sid, (a, t) in self._actors.items()
+                              if a.idle())
+                for _, _, task in idle[:excess]:
+                    task.cancel()  # persisted at its last step; reloaded on its next command
+
+    # -- dead letters ------------------------------------------------------------------------
+    async def _dead_letter(self, request: DeadLetterRequest) -> None:
+        assert self._js is not None
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() != "nats-msg-id"
+        }
+        headers.update({
+            "Flotilla-Error": request.code,
+            "Flotilla-Error-Message": " ".join(request.message.split())[:512],
+            "Flotilla-Stream-Seq": str(request.seq),
+            "Nats-Msg-Id": f"dlq-{request.seq}",
+        })
+        await self._js.publish(self._subjects.dlq(request.tenant, request.sid), request.data,
+                               headers=headers)
+
+
+class _Stop(Exception):
+    pass
