@@ -124,7 +124,7 @@ class SessionActor:
             self.turn = None
 
     # -- loading and saving ------------------------------------------------------------------
-    async def _load(self) -> None:
+    async def _load(self, request_id: str | None = None) -> None:
         loaded = await self._ctx.store.load(self.sid, epoch=self.epoch)
         if loaded is None:
             return
@@ -136,8 +136,9 @@ class SessionActor:
             self._keep = self.state.history_len  # drop entries of a write that was fenced
         if self.state.status == "hibernated":
             self.state.status = "idle"
-            await self.emit("session_resumed", {"from": "snapshot", "worker": self._ctx.worker_id})
-        if self.state.current is not None:
+            await self.emit("session_resumed", {"from": "snapshot", "worker": self._ctx.worker_id},
+                            request_id=request_id)
+        if self.state.current is not None or self.state.prompt_queue:
             self._start_turn(resumed=True)
 
     def append_message(self, message: dict[str, Any]) -> None:
@@ -165,7 +166,7 @@ class SessionActor:
                 keep=keep,
                 shard=self.shard,
                 tenant=state.tenant,
-                active=state.current is not None,
+                active=state.current is not None or bool(state.prompt_queue),
                 hibernate_at_ms=state.last_active_ms + after if idle else None,
             )
 
@@ -184,7 +185,7 @@ class SessionActor:
         try:
             command = self._parse(delivery)
             if self.state is None:
-                await self._load()
+                await self._load(command.id or f"seq-{delivery.seq}")
             state = self.state
             if state is not None and delivery.seq <= state.applied_seq:
                 await delivery.ack(op, "duplicate")
@@ -295,7 +296,7 @@ class SessionActor:
         assert state is not None
         state.applied_seq = delivery.seq
         state.prompt_count += 1
-        if state.busy:
+        if self.turn is not None:
             if command.strategy == "reject":
                 await self.save()
                 await delivery.ack("prompt", "rejected")
@@ -326,7 +327,7 @@ class SessionActor:
     async def _hibernate(self, delivery: Delivery, rid: str) -> None:
         state = self.state
         assert state is not None
-        if state.busy:
+        if self.turn is not None:
             raise CommandRejected("busy", "a turn is running; hibernate when idle")
         state.applied_seq = delivery.seq
         state.status = "hibernated"

@@ -58,18 +58,19 @@ class TurnRunner:
     async def _run(self, resumed: bool) -> None:
         actor = self._actor
         try:
-            if resumed:
+            state = actor.state
+            assert state is not None
+            if resumed and state.current is not None:
                 await self._announce_resume()
             while True:
+                if state.current is None:
+                    if not state.prompt_queue:
+                        return  # synchronously clears actor.turn below: no prompt can slip in
+                    queued = state.prompt_queue.pop(0)
+                    TurnRunner.begin(actor, queued.text, queued.request_id or "", queued.meta)
+                    await actor.save()
+                    await actor.emit("agent_start", {}, request_id=queued.request_id)
                 await self._run_turn()
-                state = actor.state
-                assert state is not None
-                if not state.prompt_queue:
-                    return
-                queued = state.prompt_queue.pop(0)
-                TurnRunner.begin(actor, queued.text, queued.request_id or "", queued.meta)
-                await actor.save()
-                await actor.emit("agent_start", {}, request_id=queued.request_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

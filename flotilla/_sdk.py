@@ -1,0 +1,296 @@
+"""The async Python SDK: CMDC's facade (create_agent, prompt, collect_reply, subscribe...)
+over plain NATS subjects. Any other language can do the same with its NATS client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, NotFoundError
+
+from flotilla._connect import connect_nats
+from flotilla.errors import CommandError, ReplyTimeout
+from flotilla.placement import Assignment, Heartbeat, parse_key
+from flotilla.settings import Settings
+from schemas import (
+    COMMAND_OPS,
+    DEFAULT_TENANT,
+    Event,
+    SessionOptions,
+    Subjects,
+    new_command_id,
+    new_session_id,
+)
+
+__all__ = ["Fleet", "FleetStatus", "Session"]
+
+_END_TYPES = frozenset({"agent_end", "agent_abort"})
+SESSION_BUFFER = 10_000
+
+
+@dataclass(frozen=True)
+class FleetStatus:
+    workers: list[Heartbeat]
+    shards: dict[int, Assignment]
+    leader: str | None
+
+
+class Fleet:
+    """A connection to a Flotilla fleet for one tenant."""
+
+    def __init__(self, nc: NATS, *, subjects: Subjects, tenant: str, owns_nc: bool) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
+        self.subjects = subjects
+        self.tenant = tenant
+        self._owns_nc = owns_nc
+
+    @classmethod
+    async def connect(
+        cls,
+        nats_url: str | None = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        prefix: str | None = None,
+        settings: Settings | None = None,
+    ) -> Fleet:
+        """Connect to the fleet at `nats_url` (default: FLOTILLA_NATS_URL or localhost)."""
+        settings = (settings or Settings.from_env()).with_overrides(nats_url=nats_url,
+                                                                   prefix=prefix)
+        nc = await connect_nats(settings, name=f"flotilla-sdk {tenant}")
+        return cls(nc, subjects=settings.subjects, tenant=tenant, owns_nc=True)
+
+    async def close(self) -> None:
+        if self._owns_nc:
+            await self._nc.drain()
+
+    async def __aenter__(self) -> Fleet:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- commands ----------------------------------------------------------------------------
+    async def send(self, sid: str, op: str, body: dict[str, Any] | None = None) -> str:
+        """Publish one command and wait for the stream to store it; returns its id."""
+        if op not in COMMAND_OPS:
+            raise CommandError(f"unknown op {op!r}", code="invalid_command")
+        command = dict(body or {})
+        command.setdefault("id", new_command_id())
+        command.setdefault("ts", int(time.time() * 1000))
+        command["op"] = op
+        await self._js.publish(
+            self.subjects.cmd(self.tenant, sid, op), orjson.dumps(command),
+            headers={"Nats-Msg-Id": str(command["id"])},
+        )
+        return str(command["id"])
+
+    async def create_agent(
+        self, *, session_id: str | None = None, timeout: float = 10.0, **options: Any
+    ) -> Session:
+        """Create a session (PROTOCOL §5 options) and wait until the fleet confirms it."""
+        SessionOptions.model_validate(options)  # fail fast, before anything is published
+        session = Session(self, session_id or new_session_id())
+        await session.open()
+        command_id = await self.send(session.sid, "create", options)
+        try:
+            await session.wait_for({"session_created"}, request_id=command_id, timeout=timeout)
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    async def session(self, sid: str) -> Session:
+        """A handle on an existing session; its live event buffer starts now."""
+        session = Session(self, sid)
+        await session.open()
+        return session
+
+    # -- events ------------------------------------------------------------------------------
+    async def subscribe(
+        self,
+        *,
+        sid: str | None = None,
+        group: str | None = None,
+        tenant: str | None = None,
+        channel: str | None = None,
+        since: int | None = None,
+    ) -> AsyncIterator[Event]:
+        """Events of a session, a group, a tenant or the whole fleet, live or from `since`.
+
+        With `since`, delivery starts right after that FLOTILLA_EVT sequence; a cursor older
+        than the retention window yields `stream_gap` first. Every event carries `seq`.
+        """
+        if sid:
+            subject = self.subjects.evt_session(sid, channel)
+        elif group:
+            subject = self.subjects.evt_group(group, channel)
+        elif tenant:
+            subject = self.subjects.evt_tenant(tenant, channel)
+        else:
+            subject = self.subjects.evt_all
+        if since is None:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+        else:
+            first = (await self._js.stream_info(self.subjects.evt_stream)).state.first_seq
+            if since + 1 < first:
+                yield Event(type="stream_gap", sid=sid or "", tenant=tenant or self.tenant,
+                            group=group, ts=int(time.time() * 1000),
+                            data={"requested": since, "first_available": first})
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                    opt_start_seq=max(since + 1, first, 1))
+        sub = await self._js.subscribe(subject, ordered_consumer=True, config=config)
+        try:
+            async for msg in sub.messages:
+                yield _event(msg, msg.metadata.sequence.stream)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    def subscribe_group(self, group: str, *, since: int | None = None) -> AsyncIterator[Event]:
+        """Every event of every session (and sub-agent) of `group`."""
+        return self.subscribe(group=group, since=since)
+
+    async def status(self) -> FleetStatus:
+        """Live workers, shard placement and the leading router, read from the KV buckets."""
+        workers: list[Heartbeat] = []
+        shards: dict[int, Assignment] = {}
+        leader = None
+        with contextlib.suppress(NotFoundError):
+            kv = await self._js.key_value(self.subjects.workers_bucket)
+            for key in await _keys(kv):
+                with contextlib.suppress(KeyNotFoundError, KeyDeletedError):
+                    entry = await kv.get(key)
+                    if entry.value:
+                        workers.append(Heartbeat.decode(entry.value))
+        with contextlib.suppress(NotFoundError):
+            kv = await self._js.key_value(self.subjects.placement_bucket)
+            for key in await _keys(kv):
+                parsed = parse_key(key)
+                if parsed and parsed[0] == "shard":
+                    with contextlib.suppress(KeyNotFoundError, KeyDeletedError):
+                        entry = await kv.get(key)
+                        if entry.value:
+                            shards[parsed[1]] = Assignment.decode(parsed[1], entry.value)
+        with contextlib.suppress(NotFoundError, KeyNotFoundError, KeyDeletedError):
+            kv = await self._js.key_value(self.subjects.router_bucket)
+            entry = await kv.get("leader")
+            leader = entry.value.decode() if entry.value else None
+        return FleetStatus(sorted(workers, key=lambda w: w.worker), shards, leader)
+
+
+class Session:
+    """One session of the fleet; buffers its live events from `open()` on."""
+
+    def __init__(self, fleet: Fleet, sid: str) -> None:
+        self.fleet = fleet
+        self.sid = sid
+        self._events: asyncio.Queue[Event] = asyncio.Queue(SESSION_BUFFER)
+        self._sub: Subscription | None = None
+        self.dropped = 0
+        self.last_prompt_id: str | None = None
+
+    async def open(self) -> None:
+        if self._sub is None:
+            self._sub = await self.fleet._nc.subscribe(
+                self.fleet.subjects.evt_session(self.sid), cb=self._on_event
+            )
+            await self.fleet._nc.flush()
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _on_event(self, msg: Msg) -> None:
+        if self._events.full():  # overflow policy: drop the oldest, count it
+            self._events.get_nowait()
+            self.dropped += 1
+        self._events.put_nowait(_event(msg, None))
+
+    async def send(self, op: str, **body: Any) -> str:
+        return await self.fleet.send(self.sid, op, body)
+
+    async def prompt(self, text: str, *, strategy: str = "enqueue",
+                     meta: dict[str, Any] | None = None) -> str:
+        """Send a prompt; returns its command id (the `request_id` of its events)."""
+        self.last_prompt_id = await self.send("prompt", text=text, strategy=strategy,
+                                              meta=meta or {})
+        return self.last_prompt_id
+
+    async def collect_reply(self, *, timeout: float = 60.0) -> str:
+        """The text of the last prompt's reply, once its turn ends."""
+        end = await self.wait_for(_END_TYPES, request_id=self.last_prompt_id, timeout=timeout)
+        if end.type == "agent_abort":
+            raise CommandError(f"turn aborted: {end.data.get('reason')}", code="aborted",
+                               command_id=end.request_id)
+        if end.data.get("reason") == "error":
+            error = end.data.get("error") or {}
+            raise CommandError(str(error.get("message")), code=str(error.get("code")),
+                               command_id=end.request_id)
+        last = end.data.get("last_message") or {}
+        return str(last.get("content", ""))
+
+    async def wait_for(self, types: set[str] | frozenset[str], *, request_id: str | None,
+                       timeout: float) -> Event:
+        """The next buffered event of one of `types` (for `request_id` when given).
+
+        An `error` event for `request_id` raises CommandError instead.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = await self._events.get()
+                    if request_id is not None and event.request_id != request_id:
+                        continue
+                    if event.type == "error" and event.type not in types:
+                        raise CommandError(str(event.data.get("message")),
+                                           code=str(event.data.get("code")),
+                                           command_id=request_id)
+                    if event.type in types:
+                        return event
+        except TimeoutError:
+            raise ReplyTimeout(f"no {sorted(types)} for session {self.sid} "
+                               f"within {timeout} s") from None
+
+    def subscribe(self, *, since: int | None = None,
+                  channel: str | None = None) -> AsyncIterator[Event]:
+        """This session's events (with their stream sequence), live or from `since`."""
+        return self.fleet.subscribe(sid=self.sid, since=since, channel=channel)
+
+    async def hibernate(self) -> str:
+        return await self.send("hibernate")
+
+    async def stop(self, *, timeout: float = 10.0) -> None:
+        """End the session and wait for `session_stopped`."""
+        command_id = await self.send("stop")
+        try:
+            await self.wait_for({"session_stopped"}, request_id=command_id, timeout=timeout)
+        finally:
+            await self.close()
+
+
+def _event(msg: Msg, seq: int | None) -> Event:
+    event = Event.model_validate_json(msg.data)
+    return event.model_copy(update={"seq": seq}) if seq is not None else event
+
+
+async def _keys(kv: Any) -> list[str]:
+    try:
+        return list(await kv.keys())
+    except NotFoundError:
+        return []
+    except Exception as exc:  # nats-py raises NoKeysError (not exported everywhere)
+        if type(exc).__name__ == "NoKeysError":
+            return []
+        raise

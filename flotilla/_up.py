@@ -1,0 +1,108 @@
+"""`flotilla up`: the whole fleet on one machine, embedded NATS and Redis by default."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flotilla.embedded import EmbeddedServer, start_nats, start_redis
+from flotilla.settings import Settings
+
+EXAMPLE = """\
+Try it (mock:echo needs no API key):
+
+  flotilla watch --tenant demo &
+  flotilla send s1 create --tenant demo --json '{{"model": "mock:echo"}}'
+  flotilla send s1 prompt --tenant demo --json '{{"text": "hello"}}'
+
+or from Python with plain nats-py (see README "Publish a command with plain nats-py"):
+  NATS_URL={nats}
+"""
+
+
+def _step(label: str) -> float:
+    print(f"  {label} ...", end="", flush=True)
+    return time.monotonic()
+
+
+def _done(started: float, detail: str = "") -> None:
+    print(f" ok ({(time.monotonic() - started) * 1000:.0f} ms){' ' + detail if detail else ''}")
+
+
+def run_up(settings: Settings, *, workers: int, embedded_nats: bool, embedded_redis: bool) -> int:
+    """Start servers (when embedded), a router and `workers` workers; stop all on Ctrl-C."""
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    servers: list[EmbeddedServer] = []
+    children: list[subprocess.Popen[bytes]] = []
+    print(f"flotilla up: data in {data_dir.resolve()}")
+    try:
+        if embedded_nats:
+            t = _step("starting nats-server (JetStream)")
+            servers.append(start_nats(data_dir))
+            settings = settings.with_overrides(nats_url=servers[-1].url)
+            _done(t, settings.nats_url)
+        if embedded_redis:
+            t = _step("starting redis-server")
+            servers.append(start_redis(data_dir))
+            settings = settings.with_overrides(redis_url=servers[-1].url)
+            _done(t, settings.redis_url)
+        env = dict(os.environ)
+        env.update({
+            "FLOTILLA_NATS_URL": settings.nats_url,
+            "FLOTILLA_REDIS_URL": settings.redis_url,
+            "FLOTILLA_PREFIX": settings.prefix,
+            "FLOTILLA_SHARDS": str(settings.shards),
+            "FLOTILLA_DATA_DIR": str(data_dir),
+        })
+        logs = data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        roles = [("router", "router")] + [("worker", f"worker-{i + 1}") for i in range(workers)]
+        for role, name in roles:
+            t = _step(f"starting {name}")
+            child_env = dict(env)
+            if role == "worker":
+                child_env["FLOTILLA_WORKER_ID"] = f"{os.uname().nodename}-{name}"
+            log_file = (logs / f"{name}.log").open("ab")
+            children.append(subprocess.Popen(
+                [sys.executable, "-m", "flotilla", role], env=child_env,
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            ))
+            _done(t, f"logs: {logs / (name + '.log')}")
+        print()
+        print(f"NATS:  {settings.nats_url}")
+        print(f"Redis: {settings.redis_url}")
+        print()
+        print(EXAMPLE.format(nats=settings.nats_url))
+        print("Ctrl-C stops everything.")
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        print("a component exited; stopping the fleet", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping ...")
+        return 0
+    finally:
+        _stop_all(children, servers)
+
+
+def _stop_all(children: list[subprocess.Popen[bytes]], servers: list[EmbeddedServer]) -> None:
+    for child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    for server in reversed(servers):
+        server.stop()
+
+
+def default_data_dir() -> Path:
+    return Path(".flotilla")

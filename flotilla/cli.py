@@ -1,0 +1,204 @@
+"""The `flotilla` command line: up, worker, router, send, watch, status, schema export."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from flotilla._service import configure_logging, run_async, run_service
+from flotilla.errors import FlotillaError
+from flotilla.settings import Settings
+
+_COLORS = {"progress": "\033[36m", "control": "\033[33m", "monitor": "\033[35m"}
+_RESET = "\033[0m"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nats-url", help="NATS URL (FLOTILLA_NATS_URL)")
+    parser.add_argument("--redis-url", help="Redis URL (FLOTILLA_REDIS_URL)")
+    parser.add_argument("--prefix", help="subject prefix (FLOTILLA_PREFIX, default flotilla)")
+    parser.add_argument("--shards", type=int, help="shard count (FLOTILLA_SHARDS, default 64)")
+    parser.add_argument("--data-dir", type=Path, help="data directory (FLOTILLA_DATA_DIR)")
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    return Settings.from_env(
+        nats_url=args.nats_url, redis_url=args.redis_url, prefix=args.prefix,
+        shards=args.shards, data_dir=args.data_dir, **extra,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flotilla", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start NATS, Redis, a router and workers locally")
+    _common(up)
+    up.add_argument("--workers", type=int, default=2, help="number of workers (default 2)")
+
+    worker = sub.add_parser("worker", help="run one worker in the foreground")
+    _common(worker)
+    worker.add_argument("--worker-id", help="worker id (FLOTILLA_WORKER_ID)")
+    worker.add_argument("--metrics-port", type=int, help="Prometheus port (0: any free port)")
+
+    router = sub.add_parser("router", help="run one router replica in the foreground")
+    _common(router)
+    router.add_argument("--metrics-port", type=int, help="Prometheus port (0: any free port)")
+
+    send = sub.add_parser("send", help="publish one command")
+    _common(send)
+    send.add_argument("sid")
+    send.add_argument("op")
+    send.add_argument("--json", default="{}", help="command fields as a JSON object")
+    send.add_argument("--tenant", default="default")
+
+    watch = sub.add_parser("watch", help="print events live, one line each")
+    _common(watch)
+    watch.add_argument("sid", nargs="?")
+    watch.add_argument("--group")
+    watch.add_argument("--tenant")
+    watch.add_argument("--channel", choices=["progress", "control", "monitor"])
+    watch.add_argument("--since", type=int, help="replay from after this stream sequence")
+
+    status = sub.add_parser("status", help="workers, shard ownership and session counts")
+    _common(status)
+
+    schema = sub.add_parser("schema", help="JSON Schema of the wire contract")
+    schema_sub = schema.add_subparsers(dest="schema_command", required=True)
+    export = schema_sub.add_parser("export", help="write one JSON Schema file per type")
+    export.add_argument("directory", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        sys.exit(_dispatch(args) or 0)
+    except FlotillaError as exc:
+        print(f"flotilla: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _dispatch(args: argparse.Namespace) -> int | None:
+    command = args.command
+    if command == "up":
+        from flotilla._up import run_up
+
+        settings = _settings(args)
+        return run_up(settings, workers=args.workers, embedded_nats=args.nats_url is None
+                      and "FLOTILLA_NATS_URL" not in _env(), embedded_redis=args.redis_url is None
+                      and "FLOTILLA_REDIS_URL" not in _env())
+    if command == "worker":
+        configure_logging()
+        from workers import Worker
+
+        settings = _settings(args, worker_id=args.worker_id, metrics_port=args.metrics_port)
+        run_service(lambda: Worker(settings=settings))
+        return 0
+    if command == "router":
+        configure_logging()
+        from router import Router
+
+        settings = _settings(args, metrics_port=args.metrics_port)
+        run_service(lambda: Router(settings=settings))
+        return 0
+    if command == "send":
+        run_async(_send(_settings(args), args.tenant, args.sid, args.op, args.json))
+        return 0
+    if command == "watch":
+        run_async(_watch(_settings(args), args))
+        return 0
+    if command == "status":
+        run_async(_status(_settings(args)))
+        return 0
+    if command == "schema":
+        from schemas import export_json_schemas
+
+        for path in export_json_schemas(args.directory):
+            print(path)
+        return 0
+    raise AssertionError(command)
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+async def _send(settings: Settings, tenant: str, sid: str, op: str, body: str) -> None:
+    from flotilla._sdk import Fleet
+
+    try:
+        fields = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise FlotillaError(f"--json is not valid JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise FlotillaError("--json must be a JSON object")
+    fleet = await Fleet.connect(settings=settings, tenant=tenant)
+    try:
+        command_id = await fleet.send(sid, op, fields)
+    finally:
+        await fleet.close()
+    print(f"sent {op} to {tenant}/{sid} (id {command_id})")
+
+
+def format_event(event: Any, *, color: bool) -> str:
+    """One line per event: sequence, time, session, channel, type, data."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.ts / 1000))
+    data = orjson.dumps(event.data).decode()
+    if len(data) > 160:
+        data = data[:157] + "..."
+    channel = event.channel if event.type in _catalog() else "monitor"
+    text = f"{event.seq or '':>8} {stamp} {event.tenant}/{event.sid} {channel:<8} " \
+           f"{event.type:<20} {data}"
+    if color:
+        return f"{_COLORS.get(channel, '')}{text}{_RESET}"
+    return text
+
+
+def _catalog() -> dict[str, Any]:
+    from schemas import EVENT_CATALOG
+
+    return EVENT_CATALOG
+
+
+async def _watch(settings: Settings, args: argparse.Namespace) -> None:
+    from flotilla._sdk import Fleet
+
+    fleet = await Fleet.connect(settings=settings)
+    color = sys.stdout.isatty()
+    try:
+        async for event in fleet.subscribe(sid=args.sid, group=args.group, tenant=args.tenant,
+                                           channel=args.channel, since=args.since):
+            print(format_event(event, color=color), flush=True)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+    finally:
+        await fleet.close()
+
+
+async def _status(settings: Settings) -> None:
+    from flotilla._sdk import Fleet
+
+    fleet = await Fleet.connect(settings=settings)
+    try:
+        status = await fleet.status()
+    finally:
+        await fleet.close()
+    now = time.time() * 1000
+    print(f"router leader: {status.leader or '-'}")
+    print(f"workers: {len(status.workers)}")
+    for beat in status.workers:
+        owned = sorted(k for k, a in status.shards.items() if a.worker == beat.worker)
+        print(f"  {beat.worker:<32} shards={len(owned):<3} resident={beat.resident:<6} "
+              f"slots_free={beat.slots_free:<5} age={int(now - beat.ts_ms)}ms "
+              f"metrics={beat.metrics_url or '-'}")
+    unowned = settings.shards - len(status.shards)
+    print(f"shards: {settings.shards} ({unowned} unassigned)")

@@ -1,0 +1,210 @@
+"""One real nats-server and one real Redis per test session; a fresh prefix per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from nats.aio.client import Client as NATS
+
+from flotilla import Fleet, Settings
+from flotilla._connect import connect_nats
+from flotilla.embedded import start_nats, start_redis
+from router import Router
+from workers import Worker
+
+
+@pytest.fixture(autouse=True)
+def _no_real_llm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test that would reach a real LLM provider."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    sys.modules.setdefault("litellm", None)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(nats_url, redis_url): from NATS_URL / REDIS_URL, else started for this session."""
+    if os.environ.get("NATS_URL") and os.environ.get("REDIS_URL"):
+        yield os.environ["NATS_URL"], os.environ["REDIS_URL"]
+        return
+    data = tmp_path_factory.mktemp("servers")
+    nats_server = start_nats(data)
+    redis_server = start_redis(data, persist=False)
+    try:
+        yield nats_server.url, redis_server.url
+    finally:
+        nats_server.stop()
+        redis_server.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], *, timeout: float = 10.0,
+                     what: str = "condition") -> None:
+    """Wait until `check()` is true, polling; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class WorkerProcess:
+    """A worker in its own process, for fault injection (SIGKILL, SIGSTOP)."""
+
+    def __init__(self, settings: Settings, worker_id: str, log: Path) -> None:
+        env = dict(os.environ)
+        env.update({
+            "FLOTILLA_NATS_URL": settings.nats_url, "FLOTILLA_REDIS_URL": settings.redis_url,
+            "FLOTILLA_PREFIX": settings.prefix, "FLOTILLA_SHARDS": str(settings.shards),
+            "FLOTILLA_WORKER_ID": worker_id, "FLOTILLA_METRICS_PORT": "off",
+            "FLOTILLA_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
+            "FLOTILLA_HANDOVER_GRACE_S": str(settings.handover_grace_s),
+        })
+        self.worker_id = worker_id
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flotilla", "worker"], env=env,
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.process.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+class Harness:
+    """A fleet under test: in-process router and workers, worker processes on demand."""
+
+    def __init__(self, settings: Settings, tmp: Path) -> None:
+        self.settings = settings
+        self.tmp = tmp
+        self.tasks: list[asyncio.Task[None]] = []
+        self.services: list[Worker | Router] = []
+        self.processes: list[WorkerProcess] = []
+        self.fleet: Fleet | None = None
+        self.nc: NATS | None = None
+        self.redis = aioredis.Redis.from_url(settings.redis_url)
+
+    async def start_router(self) -> Router:
+        router = Router(settings=self.settings)
+        self.services.append(router)
+        self.tasks.append(asyncio.create_task(router.run()))
+        await router.ready.wait()
+        return router
+
+    async def start_worker(self, worker_id: str) -> Worker:
+        worker = Worker(settings=self.settings.with_overrides(worker_id=worker_id))
+        self.services.append(worker)
+        self.tasks.append(asyncio.create_task(worker.run()))
+        await worker.ready.wait()
+        return worker
+
+    def spawn_worker(self, worker_id: str) -> WorkerProcess:
+        process = WorkerProcess(self.settings, worker_id, self.tmp / f"{worker_id}.log")
+        self.processes.append(process)
+        return process
+
+    async def placement(self) -> dict[int, str]:
+        assert self.fleet is not None
+        status = await self.fleet.status()
+        return {k: a.worker for k, a in status.shards.items()}
+
+    async def wait_all_shards(self, workers: set[str], *, timeout: float = 15.0) -> None:
+        """Wait until every shard is placed on one of `workers` and each of them owns some."""
+
+        async def placed() -> bool:
+            assert self.fleet is not None
+            status = await self.fleet.status()
+            owners = {a.worker for a in status.shards.values()}
+            beats = {b.worker: set(b.shards) for b in status.workers}
+            consuming = all(
+                k in beats.get(a.worker, set()) for k, a in status.shards.items()
+            )
+            return (len(status.shards) == self.settings.shards and owners == workers
+                    and consuming)
+
+        await eventually(placed, timeout=timeout, what=f"shards placed on {sorted(workers)}")
+
+    async def publish_raw(self, subject: str, data: bytes,
+                          headers: dict[str, str] | None = None) -> None:
+        assert self.nc is not None
+        await self.nc.jetstream().publish(subject, data, headers=headers)
+
+    async def close(self) -> None:
+        for process in self.processes:
+            process.stop()
+        for service in reversed(self.services):
+            await service.shutdown()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.fleet is not None:
+            await self.fleet.close()
+        if self.nc is not None:
+            await self.nc.close()
+        await self.redis.aclose()
+
+
+def test_settings(nats_url: str, redis_url: str, **overrides: Any) -> Settings:
+    prefix = f"t{secrets.token_hex(5)}"
+    base = Settings(
+        nats_url=nats_url, redis_url=redis_url, prefix=prefix, shards=4, metrics_port=None,
+        heartbeat_interval_s=0.2, worker_timeout_s=1.5, handover_grace_s=2.0,
+        sweep_interval_s=0.2,
+    )
+    return base.with_overrides(**overrides)
+
+
+@pytest.fixture
+async def harness_factory(
+    servers: tuple[str, str], tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+    """Makes harnesses with a fresh subject and key prefix; closes them after the test."""
+    created: list[Harness] = []
+
+    async def make(**overrides: Any) -> Harness:
+        settings = test_settings(*servers, **overrides)
+        harness = Harness(settings, tmp_path)
+        harness.nc = await connect_nats(settings, name="test")
+        harness.fleet = await Fleet.connect(settings=settings, tenant="acme")
+        created.append(harness)
+        return harness
+
+    yield make
+    for harness in reversed(created):
+        await harness.close()
+
+
+@pytest.fixture
+async def fleet(harness_factory: Callable[..., Awaitable[Harness]]) -> Harness:
+    """A running fleet: one router and one in-process worker owning every shard."""
+    harness = await harness_factory()
+    await harness.start_router()
+    await harness.start_worker("w1")
+    await harness.wait_all_shards({"w1"})
+    return harness
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    value = orjson.loads(data)
+    assert isinstance(value, dict)
+    return value
