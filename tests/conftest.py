@@ -107,7 +107,8 @@ class Harness:
         self.redis = aioredis.Redis.from_url(settings.redis_url)
 
     async def start_router(self) -> Router:
-        router = Router(settings=self.settings)
+        routers = sum(isinstance(s, Router) for s in self.services)
+        router = Router(settings=self.settings.with_overrides(router_id=f"r{routers + 1}"))
         self.services.append(router)
         self.tasks.append(asyncio.create_task(router.run()))
         await router.ready.wait()

@@ -1,0 +1,109 @@
+"""Faults: a worker killed mid-turn, a worker joining under load, a paused stale owner."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import Counter
+from typing import Any
+
+import orjson
+
+from tests.conftest import Harness, eventually
+
+SLOW = {"script": [{"text": "slow reply", "delay_ms": 2500}]}
+
+
+async def _fleet_of_two_processes(harness_factory: Any) -> Harness:
+    harness: Harness = await harness_factory()
+    await harness.start_router()
+    harness.spawn_worker("pa")
+    harness.spawn_worker("pb")
+    await harness.wait_all_shards({"pa", "pb"}, timeout=30)
+    return harness
+
+
+async def test_worker_killed_mid_turn_another_finishes_it(harness_factory: Any) -> None:
+    harness = await _fleet_of_two_processes(harness_factory)
+    assert harness.fleet is not None
+    session = await harness.fleet.create_agent(model="mock:script", provider_opts=SLOW)
+    prompt_id = await session.prompt("go")
+    start = await session.wait_for({"agent_start"}, request_id=prompt_id, timeout=10)
+    victim = next(p for p in harness.processes if p.worker_id == start.worker)
+    victim.signal(signal.SIGKILL)
+    resumed = await session.wait_for({"turn_resumed"}, request_id=prompt_id, timeout=20)
+    assert resumed.worker != victim.worker_id
+    assert resumed.data == {"turn": 1, "step": 0, "worker": resumed.worker}
+    end = await session.wait_for({"agent_end"}, request_id=prompt_id, timeout=20)
+    assert end.data["last_message"]["content"] == "slow reply"
+    marker = await session.prompt("after")
+    ends = []
+    while True:
+        event = await session.wait_for({"agent_end"}, request_id=None, timeout=10)
+        if event.request_id == marker:
+            break
+        ends.append(event)
+    assert ends == []  # no second agent_end for the interrupted turn
+
+
+async def test_worker_joining_takes_shards_without_loss_or_duplicates(
+    harness_factory: Any,
+) -> None:
+    harness: Harness = await harness_factory()
+    await harness.start_router()
+    await harness.start_worker("w1")
+    await harness.wait_all_shards({"w1"})
+    assert harness.fleet is not None
+    sessions = [await harness.fleet.create_agent(model="mock:echo") for _ in range(12)]
+    sent: list[str] = []
+
+    async def publish(rounds: int) -> None:
+        for r in range(rounds):
+            for session in sessions:
+                sent.append(await session.prompt(f"r{r}"))
+            await asyncio.sleep(0.01)
+
+    publisher = asyncio.create_task(publish(40))
+    await asyncio.sleep(0.1)
+    await harness.start_worker("w2")
+    await publisher
+    await harness.wait_all_shards({"w1", "w2"})
+    ends: Counter[str] = Counter()
+    workers: set[str] = set()
+
+    async def all_ended() -> bool:
+        for session in sessions:
+            while not session._events.empty():
+                event = session._events.get_nowait()
+                if event.type == "agent_end" and event.request_id:
+                    ends[event.request_id] += 1
+                    workers.add(event.worker or "")
+        return len(ends) >= len(sent)
+
+    await eventually(all_ended, timeout=30, what="every prompt to end")
+    assert set(ends) == set(sent)
+    assert max(ends.values()) == 1
+    assert workers == {"w1", "w2"}
+
+
+async def test_stale_owner_cannot_overwrite_state(harness_factory: Any) -> None:
+    harness = await _fleet_of_two_processes(harness_factory)
+    assert harness.fleet is not None
+    session = await harness.fleet.create_agent(model="mock:script", provider_opts=SLOW)
+    prompt_id = await session.prompt("go")
+    start = await session.wait_for({"agent_start"}, request_id=prompt_id, timeout=10)
+    stale = next(p for p in harness.processes if p.worker_id == start.worker)
+    stale.signal(signal.SIGSTOP)
+    end = await session.wait_for({"agent_end"}, request_id=prompt_id, timeout=30)
+    assert end.worker != stale.worker_id
+    key = f"{harness.settings.prefix}:s:{{{session.sid}}}"
+    before = await harness.redis.hgetall(key)
+    stale.signal(signal.SIGCONT)
+    log = harness.tmp / f"{stale.worker_id}.log"
+    await eventually(lambda: "fenced" in log.read_text().lower(), timeout=15,
+                     what="the stale owner to be fenced")
+    after = await harness.redis.hgetall(key)
+    assert after == before
+    state = orjson.loads(after[b"d"])
+    assert state["history_len"] == 2 and state["current"] is None
+    assert await harness.redis.llen(f"{harness.settings.prefix}:h:{{{session.sid}}}") == 2
