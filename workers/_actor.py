@@ -278,7 +278,9 @@ class SessionActor:
         if self.state is not None:
             raise CommandRejected("already_exists", f"session {self.sid!r} already exists")
         ts = now_ms()
-        options = command.model_dump(exclude={"op", "id", "ts", "meta", "from_checkpoint"})
+        # Prior messages go to the appended history, not into the state rewritten every step.
+        options = command.model_dump(
+            exclude={"op", "id", "ts", "meta", "from_checkpoint", "messages"})
         self.state = SessionState.model_validate({
             "sid": self.sid, "tenant": delivery.tenant, "options": options,
             "created_ms": ts, "last_active_ms": ts, "model": command.model,

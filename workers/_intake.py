@@ -28,6 +28,7 @@ from workers._slots import SlotPool
 log = logging.getLogger(__name__)
 
 MAX_OUTSTANDING = 64
+"""Most messages one shard asks for at once; each shard gets its fair share of the slots."""
 PULL_EXPIRES_S = 10.0
 IDLE_HEARTBEAT_S = 2.0
 
@@ -49,6 +50,7 @@ class ShardIntake:
         epoch: int,
         slots: SlotPool,
         dispatch: Callable[[Delivery], None],
+        share: Callable[[], int],
     ) -> None:
         self.shard = shard
         self.epoch = epoch
@@ -57,6 +59,7 @@ class ShardIntake:
         self._settings = settings
         self._slots = slots
         self._dispatch = dispatch
+        self._share = share
         self._subjects = settings.subjects
         self._consumer = consumer_name(shard, epoch)
         self._sub: Subscription | None = None
@@ -96,8 +99,9 @@ class ShardIntake:
                 if time.monotonic() - self._last_seen > 3 * IDLE_HEARTBEAT_S and self._outstanding:
                     self._slots.release(self._outstanding)  # the pull request was lost
                     self._outstanding = 0
-                want = MAX_OUTSTANDING - self._outstanding
-                if want >= MAX_OUTSTANDING // 2:
+                limit = self._share()
+                want = limit - self._outstanding
+                if want > 0 and self._outstanding <= limit // 2:
                     if self._slots.free <= 0 and self._outstanding == 0:
                         await self._slots.wait_free()
                     taken = self._slots.reserve_up_to(want)
@@ -140,7 +144,7 @@ class ShardIntake:
             self._outstanding -= 1
         else:
             self._slots.reserve_up_to(1)  # an extra message from a request thought lost
-        if self._outstanding < MAX_OUTSTANDING // 2:
+        if self._outstanding <= self._share() // 2:
             self._need.set()
         seq, delivered = parse_ack_reply(msg.reply)
         parsed = self._subjects.parse_stored_cmd(msg.subject)

@@ -31,7 +31,7 @@ from workers._actor import RESUME, SessionActor
 from workers._context import DeadLetterRequest, WorkerContext
 from workers._delivery import Delivery
 from workers._events import EventPublisher, now_ms
-from workers._intake import ShardIntake
+from workers._intake import MAX_OUTSTANDING, ShardIntake
 from workers._mock import MockLLM
 from workers._slots import SlotPool
 from workers._store import SessionStore
@@ -219,6 +219,7 @@ class Worker:
         intake = ShardIntake(
             nc=self._nc, js=self._js, settings=self.settings, shard=shard,
             epoch=assignment.epoch, slots=self._slots, dispatch=self._dispatch,
+            share=self._slot_share,
         )
         await intake.prepare()
         for sid in await self._ctx.store.active_sessions(shard):
@@ -248,6 +249,11 @@ class Worker:
                     orjson.dumps({"epoch": owned.epoch, "worker": self.worker_id}),
                 )
         log.info("worker %s released shard %d (epoch %d)", self.worker_id, shard, owned.epoch)
+
+    def _slot_share(self) -> int:
+        """How many slots one shard may hold in pull requests: a fair split of the pool."""
+        owned = max(1, len(self._shards) + len(self._pending_take))
+        return max(1, min(MAX_OUTSTANDING, self._slots.capacity // owned))
 
     # -- actors ------------------------------------------------------------------------------
     def _dispatch(self, delivery: Delivery) -> None:

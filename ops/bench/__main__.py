@@ -1,0 +1,30 @@
+"""`python -m ops.bench turns [--workers N] [--out FILE]`: Flotilla's performance report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from flotilla._service import run_async
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ops.bench")
+    sub = parser.add_subparsers(dest="bench", required=True)
+    turns = sub.add_parser("turns", help="turn latency, throughput, CPU per turn, resume")
+    turns.add_argument("--workers", type=int, default=1)
+    turns.add_argument("--sessions", type=int, default=1000)
+    turns.add_argument("--in-flight", type=int, default=64)
+    turns.add_argument("--turns", type=int, default=20_000, help="turns of the throughput run")
+    turns.add_argument("--sequential", type=int, default=1000, help="turns of the latency run")
+    turns.add_argument("--out", help="JSON report path (default ops/bench/results/...)")
+    args = parser.parse_args(argv)
+    if args.bench == "turns":
+        from ops.bench._turns import run_turns_bench
+
+        run_async(run_turns_bench(args))
+    else:  # pragma: no cover - argparse refuses other values
+        sys.exit(2)
+
+
+main()

@@ -1,0 +1,69 @@
+"""A private fleet for a benchmark: embedded servers, a router and worker processes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flotilla.embedded import EmbeddedServer, start_nats, start_redis
+from flotilla.settings import Settings
+
+
+@dataclass
+class BenchStack:
+    settings: Settings
+    data_dir: Path
+    servers: list[EmbeddedServer] = field(default_factory=list)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    worker_pids: list[int] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, *, workers: int, **overrides: object) -> BenchStack:
+        data = Path(tempfile.mkdtemp(prefix="flotilla-bench-"))
+        nats_server = start_nats(data)
+        redis_server = start_redis(data, persist=False)
+        settings = Settings(nats_url=nats_server.url, redis_url=redis_server.url,
+                            prefix=f"b{secrets.token_hex(4)}", data_dir=data,
+                            metrics_port=None).with_overrides(**overrides)
+        stack = cls(settings, data, [nats_server, redis_server])
+        env = dict(os.environ)
+        env.update({"FLOTILLA_NATS_URL": settings.nats_url,
+                    "FLOTILLA_REDIS_URL": settings.redis_url,
+                    "FLOTILLA_PREFIX": settings.prefix, "FLOTILLA_METRICS_PORT": "off",
+                    "FLOTILLA_SHARDS": str(settings.shards),
+                    "FLOTILLA_HIBERNATE_AFTER_MS": str(settings.hibernate_after_ms)})
+        roles = [("router", "router")] + [("worker", f"bench-w{i}") for i in range(workers)]
+        for role, name in roles:
+            child_env = dict(env, FLOTILLA_WORKER_ID=name)
+            log = (data / f"{name}.log").open("ab")
+            proc = subprocess.Popen([sys.executable, "-m", "flotilla", role], env=child_env,
+                                    stdout=log, stderr=subprocess.STDOUT)
+            stack.processes.append(proc)
+            if role == "worker":
+                stack.worker_pids.append(proc.pid)
+        return stack
+
+    def worker_cpu_seconds(self) -> float:
+        """User + system CPU time consumed so far by the worker processes."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in self.worker_pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.terminate()
+        for proc in self.processes:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for server in reversed(self.servers):
+            server.stop()
