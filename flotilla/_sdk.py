@@ -64,8 +64,9 @@ class Fleet:
         settings: Settings | None = None,
     ) -> Fleet:
         """Connect to the fleet at `nats_url` (default: FLOTILLA_NATS_URL or localhost)."""
-        settings = (settings or Settings.from_env()).with_overrides(nats_url=nats_url,
-                                                                   prefix=prefix)
+        settings = (settings or Settings.from_env()).with_overrides(
+            nats_url=nats_url, prefix=prefix
+        )
         nc = await connect_nats(settings, name=f"flotilla-sdk {tenant}")
         return cls(nc, subjects=settings.subjects, tenant=tenant, owns_nc=True)
 
@@ -89,7 +90,8 @@ class Fleet:
         command.setdefault("ts", int(time.time() * 1000))
         command["op"] = op
         await self._js.publish(
-            self.subjects.cmd(self.tenant, sid, op), orjson.dumps(command),
+            self.subjects.cmd(self.tenant, sid, op),
+            orjson.dumps(command),
             headers={"Nats-Msg-Id": str(command["id"])},
         )
         return str(command["id"])
@@ -143,11 +145,18 @@ class Fleet:
         else:
             first = (await self._js.stream_info(self.subjects.evt_stream)).state.first_seq
             if since + 1 < first:
-                yield Event(type="stream_gap", sid=sid or "", tenant=tenant or self.tenant,
-                            group=group, ts=int(time.time() * 1000),
-                            data={"requested": since, "first_available": first})
-            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                    opt_start_seq=max(since + 1, first, 1))
+                yield Event(
+                    type="stream_gap",
+                    sid=sid or "",
+                    tenant=tenant or self.tenant,
+                    group=group,
+                    ts=int(time.time() * 1000),
+                    data={"requested": since, "first_available": first},
+                )
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=max(since + 1, first, 1),
+            )
         sub = await self._js.subscribe(subject, ordered_consumer=True, config=config)
         try:
             async for msg in sub.messages:
@@ -221,28 +230,33 @@ class Session:
     async def send(self, op: str, **body: Any) -> str:
         return await self.fleet.send(self.sid, op, body)
 
-    async def prompt(self, text: str, *, strategy: str = "enqueue",
-                     meta: dict[str, Any] | None = None) -> str:
+    async def prompt(
+        self, text: str, *, strategy: str = "enqueue", meta: dict[str, Any] | None = None
+    ) -> str:
         """Send a prompt; returns its command id (the `request_id` of its events)."""
-        self.last_prompt_id = await self.send("prompt", text=text, strategy=strategy,
-                                              meta=meta or {})
+        self.last_prompt_id = await self.send(
+            "prompt", text=text, strategy=strategy, meta=meta or {}
+        )
         return self.last_prompt_id
 
     async def collect_reply(self, *, timeout: float = 60.0) -> str:
         """The text of the last prompt's reply, once its turn ends."""
         end = await self.wait_for(_END_TYPES, request_id=self.last_prompt_id, timeout=timeout)
         if end.type == "agent_abort":
-            raise CommandError(f"turn aborted: {end.data.get('reason')}", code="aborted",
-                               command_id=end.request_id)
+            raise CommandError(
+                f"turn aborted: {end.data.get('reason')}", code="aborted", command_id=end.request_id
+            )
         if end.data.get("reason") == "error":
             error = end.data.get("error") or {}
-            raise CommandError(str(error.get("message")), code=str(error.get("code")),
-                               command_id=end.request_id)
+            raise CommandError(
+                str(error.get("message")), code=str(error.get("code")), command_id=end.request_id
+            )
         last = end.data.get("last_message") or {}
         return str(last.get("content", ""))
 
-    async def wait_for(self, types: set[str] | frozenset[str], *, request_id: str | None,
-                       timeout: float) -> Event:
+    async def wait_for(
+        self, types: set[str] | frozenset[str], *, request_id: str | None, timeout: float
+    ) -> Event:
         """The next buffered event of one of `types` (for `request_id` when given).
 
         An `error` event for `request_id` raises CommandError instead.
@@ -254,17 +268,21 @@ class Session:
                     if request_id is not None and event.request_id != request_id:
                         continue
                     if event.type == "error" and event.type not in types:
-                        raise CommandError(str(event.data.get("message")),
-                                           code=str(event.data.get("code")),
-                                           command_id=request_id)
+                        raise CommandError(
+                            str(event.data.get("message")),
+                            code=str(event.data.get("code")),
+                            command_id=request_id,
+                        )
                     if event.type in types:
                         return event
         except TimeoutError:
-            raise ReplyTimeout(f"no {sorted(types)} for session {self.sid} "
-                               f"within {timeout} s") from None
+            raise ReplyTimeout(
+                f"no {sorted(types)} for session {self.sid} within {timeout} s"
+            ) from None
 
-    def subscribe(self, *, since: int | None = None,
-                  channel: str | None = None) -> AsyncIterator[Event]:
+    def subscribe(
+        self, *, since: int | None = None, channel: str | None = None
+    ) -> AsyncIterator[Event]:
         """This session's events (with their stream sequence), live or from `since`."""
         return self.fleet.subscribe(sid=self.sid, since=since, channel=channel)
 

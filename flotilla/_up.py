@@ -52,13 +52,15 @@ def run_up(settings: Settings, *, workers: int, embedded_nats: bool, embedded_re
             settings = settings.with_overrides(redis_url=servers[-1].url)
             _done(t, settings.redis_url)
         env = dict(os.environ)
-        env.update({
-            "FLOTILLA_NATS_URL": settings.nats_url,
-            "FLOTILLA_REDIS_URL": settings.redis_url,
-            "FLOTILLA_PREFIX": settings.prefix,
-            "FLOTILLA_SHARDS": str(settings.shards),
-            "FLOTILLA_DATA_DIR": str(data_dir),
-        })
+        env.update(
+            {
+                "FLOTILLA_NATS_URL": settings.nats_url,
+                "FLOTILLA_REDIS_URL": settings.redis_url,
+                "FLOTILLA_PREFIX": settings.prefix,
+                "FLOTILLA_SHARDS": str(settings.shards),
+                "FLOTILLA_DATA_DIR": str(data_dir),
+            }
+        )
         logs = data_dir / "logs"
         logs.mkdir(exist_ok=True)
         roles = [("router", "router")] + [("worker", f"worker-{i + 1}") for i in range(workers)]
@@ -68,10 +70,15 @@ def run_up(settings: Settings, *, workers: int, embedded_nats: bool, embedded_re
             if role == "worker":
                 child_env["FLOTILLA_WORKER_ID"] = f"{os.uname().nodename}-{name}"
             log_file = (logs / f"{name}.log").open("ab")
-            children.append(subprocess.Popen(
-                [sys.executable, "-m", "flotilla", role], env=child_env,
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            ))
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "flotilla", role],
+                    env=child_env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
             _done(t, f"logs: {logs / (name + '.log')}")
         print()
         print(f"NATS:  {settings.nats_url}")

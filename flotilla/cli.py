@@ -29,8 +29,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return Settings.from_env(
-        nats_url=args.nats_url, redis_url=args.redis_url, prefix=args.prefix,
-        shards=args.shards, data_dir=args.data_dir, **extra,
+        nats_url=args.nats_url,
+        redis_url=args.redis_url,
+        prefix=args.prefix,
+        shards=args.shards,
+        data_dir=args.data_dir,
+        **extra,
     )
 
 
@@ -91,9 +95,12 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         from flotilla._up import run_up
 
         settings = _settings(args)
-        return run_up(settings, workers=args.workers, embedded_nats=args.nats_url is None
-                      and "FLOTILLA_NATS_URL" not in _env(), embedded_redis=args.redis_url is None
-                      and "FLOTILLA_REDIS_URL" not in _env())
+        return run_up(
+            settings,
+            workers=args.workers,
+            embedded_nats=args.nats_url is None and "FLOTILLA_NATS_URL" not in _env(),
+            embedded_redis=args.redis_url is None and "FLOTILLA_REDIS_URL" not in _env(),
+        )
     if command == "worker":
         configure_logging()
         from workers import Worker
@@ -156,8 +163,10 @@ def format_event(event: Any, *, color: bool) -> str:
     if len(data) > 160:
         data = data[:157] + "..."
     channel = event.channel if event.type in _catalog() else "monitor"
-    text = f"{event.seq or '':>8} {stamp} {event.tenant}/{event.sid} {channel:<8} " \
-           f"{event.type:<20} {data}"
+    text = (
+        f"{event.seq or '':>8} {stamp} {event.tenant}/{event.sid} {channel:<8} "
+        f"{event.type:<20} {data}"
+    )
     if color:
         return f"{_COLORS.get(channel, '')}{text}{_RESET}"
     return text
@@ -175,8 +184,13 @@ async def _watch(settings: Settings, args: argparse.Namespace) -> None:
     fleet = await Fleet.connect(settings=settings)
     color = sys.stdout.isatty()
     try:
-        async for event in fleet.subscribe(sid=args.sid, group=args.group, tenant=args.tenant,
-                                           channel=args.channel, since=args.since):
+        async for event in fleet.subscribe(
+            sid=args.sid,
+            group=args.group,
+            tenant=args.tenant,
+            channel=args.channel,
+            since=args.since,
+        ):
             print(format_event(event, color=color), flush=True)
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
@@ -197,8 +211,10 @@ async def _status(settings: Settings) -> None:
     print(f"workers: {len(status.workers)}")
     for beat in status.workers:
         owned = sorted(k for k, a in status.shards.items() if a.worker == beat.worker)
-        print(f"  {beat.worker:<32} shards={len(owned):<3} resident={beat.resident:<6} "
-              f"slots_free={beat.slots_free:<5} age={int(now - beat.ts_ms)}ms "
-              f"metrics={beat.metrics_url or '-'}")
+        print(
+            f"  {beat.worker:<32} shards={len(owned):<3} resident={beat.resident:<6} "
+            f"slots_free={beat.slots_free:<5} age={int(now - beat.ts_ms)}ms "
+            f"metrics={beat.metrics_url or '-'}"
+        )
     unowned = settings.shards - len(status.shards)
     print(f"shards: {settings.shards} ({unowned} unassigned)")

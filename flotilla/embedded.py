@@ -86,8 +86,16 @@ def start_nats(data_dir: Path, *, port: int | None = None) -> EmbeddedServer:
     store.mkdir(parents=True, exist_ok=True)
     log = data_dir / "nats-server.log"
     cmd = [
-        nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js",
-        "-sd", str(store), "-l", str(log),
+        nats_server_binary(),
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-js",
+        "-sd",
+        str(store),
+        "-l",
+        str(log),
     ]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     _wait_listening(port, proc, "nats-server", log)
@@ -101,9 +109,21 @@ def start_redis(data_dir: Path, *, port: int | None = None, persist: bool = True
     store.mkdir(parents=True, exist_ok=True)
     log = data_dir / "redis-server.log"
     cmd = [
-        redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-        "--dir", str(store), "--save", "", "--logfile", str(log),
-        "--appendonly", "yes" if persist else "no", "--appendfsync", "everysec",
+        redis_server_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(store),
+        "--save",
+        "",
+        "--logfile",
+        str(log),
+        "--appendonly",
+        "yes" if persist else "no",
+        "--appendfsync",
+        "everysec",
     ]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     _wait_listening(port, proc, "redis-server", log)

@@ -1,11 +1,11 @@
 """Errors raised by the Flotilla SDK and services.
 
-    FlotillaError                 root; `code` is a stable machine-readable string
-    ├── ConfigurationError        bad settings or flags (programmer / operator error)
-    ├── UnavailableError          NATS or Redis cannot be reached (retryable)
-    ├── CommandError              the fleet answered a command with an `error` event
-    │                             (`code` is the PROTOCOL §3 code: invalid_command, ...)
-    └── ReplyTimeout              no `agent_end` / `agent_abort` within the caller's deadline
+FlotillaError                 root; `code` is a stable machine-readable string
+├── ConfigurationError        bad settings or flags (programmer / operator error)
+├── UnavailableError          NATS or Redis cannot be reached (retryable)
+├── CommandError              the fleet answered a command with an `error` event
+│                             (`code` is the PROTOCOL §3 code: invalid_command, ...)
+└── ReplyTimeout              no `agent_end` / `agent_abort` within the caller's deadline
 """
 
 from __future__ import annotations

@@ -22,14 +22,25 @@ class Assignment:
     prev_epoch: int = 0
 
     def encode(self) -> bytes:
-        return orjson.dumps({"worker": self.worker, "epoch": self.epoch, "prev": self.prev,
-                             "prev_epoch": self.prev_epoch})
+        return orjson.dumps(
+            {
+                "worker": self.worker,
+                "epoch": self.epoch,
+                "prev": self.prev,
+                "prev_epoch": self.prev_epoch,
+            }
+        )
 
     @classmethod
     def decode(cls, shard: int, raw: bytes) -> Assignment:
         value = orjson.loads(raw)
-        return cls(shard, str(value["worker"]), int(value["epoch"]), value.get("prev"),
-                   int(value.get("prev_epoch") or 0))
+        return cls(
+            shard,
+            str(value["worker"]),
+            int(value["epoch"]),
+            value.get("prev"),
+            int(value.get("prev_epoch") or 0),
+        )
 
 
 def parse_key(key: str) -> tuple[str, int] | None:
@@ -37,7 +48,7 @@ def parse_key(key: str) -> tuple[str, int] | None:
     for prefix in (SHARD_KEY, RELEASED_KEY):
         if key.startswith(prefix):
             try:
-                return prefix[:-1], int(key[len(prefix):])
+                return prefix[:-1], int(key[len(prefix) :])
             except ValueError:
                 return None
     return None
@@ -57,16 +68,29 @@ class Heartbeat:
     draining: bool = False
 
     def encode(self) -> bytes:
-        return orjson.dumps({
-            "worker": self.worker, "started_ms": self.started_ms, "ts_ms": self.ts_ms,
-            "slots_free": self.slots_free, "resident": self.resident,
-            "shards": list(self.shards), "metrics_url": self.metrics_url,
-            "draining": self.draining,
-        })
+        return orjson.dumps(
+            {
+                "worker": self.worker,
+                "started_ms": self.started_ms,
+                "ts_ms": self.ts_ms,
+                "slots_free": self.slots_free,
+                "resident": self.resident,
+                "shards": list(self.shards),
+                "metrics_url": self.metrics_url,
+                "draining": self.draining,
+            }
+        )
 
     @classmethod
     def decode(cls, raw: bytes) -> Heartbeat:
         v = orjson.loads(raw)
-        return cls(str(v["worker"]), int(v["started_ms"]), int(v["ts_ms"]),
-                   int(v["slots_free"]), int(v["resident"]), tuple(v.get("shards") or ()),
-                   v.get("metrics_url"), bool(v.get("draining")))
+        return cls(
+            str(v["worker"]),
+            int(v["started_ms"]),
+            int(v["ts_ms"]),
+            int(v["slots_free"]),
+            int(v["resident"]),
+            tuple(v.get("shards") or ()),
+            v.get("metrics_url"),
+            bool(v.get("draining")),
+        )

@@ -12,4 +12,6 @@ SHARD_MOVES = Counter(
 HIBERNATIONS = Counter(
     "flotilla_router_hibernations_requested_total", "hibernate commands sent by the sweep"
 )
-LEADER_CHANGES = Counter("flotilla_router_leadership_acquired_total", "Times this replica became leader")
+LEADER_CHANGES = Counter(
+    "flotilla_router_leadership_acquired_total", "Times this replica became leader"
+)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -90,8 +91,9 @@ class Router:
                 await nc.drain()
 
     # -- leadership --------------------------------------------------------------------------
-    async def _lead(self, js: JetStreamContext, redis: aioredis.Redis, placement: KeyValue,
-                    leadership: KeyValue) -> None:
+    async def _lead(
+        self, js: JetStreamContext, redis: aioredis.Redis, placement: KeyValue, leadership: KeyValue
+    ) -> None:
         observed: tuple[int, float] = (0, time.monotonic())
         last_sweep = 0.0
         while not self._stopping.is_set():
@@ -167,8 +169,9 @@ class Router:
 
     def live_workers(self) -> list[str]:
         cutoff = time.monotonic() - self.settings.worker_timeout_s
-        live = sorted(w for w, (beat, seen) in self._seen.items()
-                      if seen >= cutoff and not beat.draining)
+        live = sorted(
+            w for w, (beat, seen) in self._seen.items() if seen >= cutoff and not beat.draining
+        )
         _metrics.LIVE_WORKERS.set(len(live))
         return live
 
@@ -187,7 +190,9 @@ class Router:
                 entry = await kv.get(key)
                 if entry.value:
                     self._assignments[parsed[1]] = (
-                        Assignment.decode(parsed[1], entry.value), entry.revision or 0)
+                        Assignment.decode(parsed[1], entry.value),
+                        entry.revision or 0,
+                    )
 
     async def _place(self, kv: KeyValue) -> None:
         live = self.live_workers()
@@ -202,7 +207,9 @@ class Router:
             old = previous[0] if previous else None
             alive = old is not None and old.worker in live
             assignment = Assignment(
-                shard, worker, epoch=(old.epoch + 1) if old else 1,
+                shard,
+                worker,
+                epoch=(old.epoch + 1) if old else 1,
                 prev=old.worker if alive and old else None,
                 prev_epoch=old.epoch if alive and old else 0,
             )
@@ -224,16 +231,20 @@ class Router:
     async def _sweep(self, js: JetStreamContext, redis: aioredis.Redis) -> None:
         """Send `hibernate` to idle sessions whose deadline passed (through the command path)."""
         key = RedisKeys(self.settings.redis_prefix).hibernation
-        due = await redis.zrangebyscore(key, "-inf", int(time.time() * 1000),
-                                        start=0, num=SWEEP_BATCH, withscores=True)
+        due: Any = await redis.zrangebyscore(
+            key, "-inf", int(time.time() * 1000), start=0, num=SWEEP_BATCH, withscores=True
+        )
         if not due:
             return
         argv: list[str] = []
         for member, score in due:
             tenant, _, sid = member.decode().partition(".")
             command = {"op": "hibernate", "id": f"hibernate-{sid}-{int(score)}"}
-            await js.publish(self._subjects.cmd(tenant, sid, "hibernate"), orjson.dumps(command),
-                             headers={"Nats-Msg-Id": command["id"]})
+            await js.publish(
+                self._subjects.cmd(tenant, sid, "hibernate"),
+                orjson.dumps(command),
+                headers={"Nats-Msg-Id": command["id"]},
+            )
             argv += [member.decode(), str(int(score))]
             _metrics.HIBERNATIONS.inc()
         await redis.eval(_UNSCHEDULE, 1, key, *argv)

@@ -119,7 +119,19 @@ COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
 COMMAND_OPS: frozenset[str] = frozenset(
     model.model_fields["op"].default
     for model in (
-        Create, Prompt, Steer, Abort, Approve, Reject, Respond, SwitchModel,
-        AttachTool, DetachTool, UpdatePluginOpts, Checkpoint, Hibernate, Stop,
+        Create,
+        Prompt,
+        Steer,
+        Abort,
+        Approve,
+        Reject,
+        Respond,
+        SwitchModel,
+        AttachTool,
+        DetachTool,
+        UpdatePluginOpts,
+        Checkpoint,
+        Hibernate,
+        Stop,
     )
 )

@@ -315,23 +315,21 @@ class Event(WireModel):
 
 def _typed_event(type_: str, spec: EventSpec) -> type[WireModel]:
     name = "".join(part.title() for part in type_.split("_")) + "Event"
-    return create_model(  # type: ignore[call-overload,no-any-return]
-        name,
-        __base__=Event,
-        type=(Literal[type_], ...),
-        data=(spec.data, ...),
-    )
+    tag: Any = Literal[type_]  # a Literal built at run time: one per catalog entry
+    return create_model(name, __base__=Event, type=(tag, ...), data=(spec.data, ...))
 
 
 TYPED_EVENTS: dict[str, type[WireModel]] = {
     type_: _typed_event(type_, spec) for type_, spec in EVENT_CATALOG.items()
 }
 
+
 def _build_event_adapter() -> TypeAdapter[Any]:
     from typing import Annotated, Union
 
-    union = Union[tuple(TYPED_EVENTS.values())]  # type: ignore[valid-type]  # noqa: UP007
-    return TypeAdapter(Annotated[union, Field(discriminator="type")])
+    union: Any = Union[tuple(TYPED_EVENTS.values())]  # noqa: UP007 - built from the catalog
+    annotated: Any = Annotated[union, Field(discriminator="type")]
+    return TypeAdapter(annotated)
 
 
 EVENT_ADAPTER: TypeAdapter[Any] = _build_event_adapter()

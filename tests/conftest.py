@@ -48,8 +48,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         redis_server.stop()
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], *, timeout: float = 10.0,
-                     what: str = "condition") -> None:
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], *, timeout: float = 10.0, what: str = "condition"
+) -> None:
     """Wait until `check()` is true, polling; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -68,18 +69,26 @@ class WorkerProcess:
 
     def __init__(self, settings: Settings, worker_id: str, log: Path) -> None:
         env = dict(os.environ)
-        env.update({
-            "FLOTILLA_NATS_URL": settings.nats_url, "FLOTILLA_REDIS_URL": settings.redis_url,
-            "FLOTILLA_PREFIX": settings.prefix, "FLOTILLA_SHARDS": str(settings.shards),
-            "FLOTILLA_WORKER_ID": worker_id, "FLOTILLA_METRICS_PORT": "off",
-            "FLOTILLA_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
-            "FLOTILLA_HANDOVER_GRACE_S": str(settings.handover_grace_s),
-        })
+        env.update(
+            {
+                "FLOTILLA_NATS_URL": settings.nats_url,
+                "FLOTILLA_REDIS_URL": settings.redis_url,
+                "FLOTILLA_PREFIX": settings.prefix,
+                "FLOTILLA_SHARDS": str(settings.shards),
+                "FLOTILLA_WORKER_ID": worker_id,
+                "FLOTILLA_METRICS_PORT": "off",
+                "FLOTILLA_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
+                "FLOTILLA_HANDOVER_GRACE_S": str(settings.handover_grace_s),
+            }
+        )
         self.worker_id = worker_id
         self._log = log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "flotilla", "worker"], env=env,
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "flotilla", "worker"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
 
     def signal(self, sig: signal.Signals) -> None:
@@ -139,16 +148,14 @@ class Harness:
             status = await self.fleet.status()
             owners = {a.worker for a in status.shards.values()}
             beats = {b.worker: set(b.shards) for b in status.workers}
-            consuming = all(
-                k in beats.get(a.worker, set()) for k, a in status.shards.items()
-            )
-            return (len(status.shards) == self.settings.shards and owners == workers
-                    and consuming)
+            consuming = all(k in beats.get(a.worker, set()) for k, a in status.shards.items())
+            return len(status.shards) == self.settings.shards and owners == workers and consuming
 
         await eventually(placed, timeout=timeout, what=f"shards placed on {sorted(workers)}")
 
-    async def publish_raw(self, subject: str, data: bytes,
-                          headers: dict[str, str] | None = None) -> None:
+    async def publish_raw(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> None:
         assert self.nc is not None
         await self.nc.jetstream().publish(subject, data, headers=headers)
 
@@ -168,8 +175,14 @@ class Harness:
 def test_settings(nats_url: str, redis_url: str, **overrides: Any) -> Settings:
     prefix = f"t{secrets.token_hex(5)}"
     base = Settings(
-        nats_url=nats_url, redis_url=redis_url, prefix=prefix, shards=4, metrics_port=None,
-        heartbeat_interval_s=0.2, worker_timeout_s=1.5, handover_grace_s=2.0,
+        nats_url=nats_url,
+        redis_url=redis_url,
+        prefix=prefix,
+        shards=4,
+        metrics_port=None,
+        heartbeat_interval_s=0.2,
+        worker_timeout_s=1.5,
+        handover_grace_s=2.0,
         sweep_interval_s=0.2,
     )
     return base.with_overrides(**overrides)

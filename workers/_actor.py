@@ -42,6 +42,7 @@ from workers.errors import CommandRejected, Conflict, Fenced
 
 log = logging.getLogger(__name__)
 
+
 class _Failed:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
@@ -136,8 +137,11 @@ class SessionActor:
             self._keep = self.state.history_len  # drop entries of a write that was fenced
         if self.state.status == "hibernated":
             self.state.status = "idle"
-            await self.emit("session_resumed", {"from": "snapshot", "worker": self._ctx.worker_id},
-                            request_id=request_id)
+            await self.emit(
+                "session_resumed",
+                {"from": "snapshot", "worker": self._ctx.worker_id},
+                request_id=request_id,
+            )
         if self.state.current is not None or self.state.prompt_queue:
             self._start_turn(resumed=True)
 
@@ -170,13 +174,26 @@ class SessionActor:
                 hibernate_at_ms=state.last_active_ms + after if idle else None,
             )
 
-    async def emit(self, type_: str, data: dict[str, Any], *, request_id: str | None = None,
-                   meta: dict[str, Any] | None = None, turn: int | None = None) -> None:
+    async def emit(
+        self,
+        type_: str,
+        data: dict[str, Any],
+        *,
+        request_id: str | None = None,
+        meta: dict[str, Any] | None = None,
+        turn: int | None = None,
+    ) -> None:
         state = self.state
         assert state is not None
         await self._ctx.events.publish(
-            tenant=state.tenant, group=state.group, sid=self.sid, type_=type_, data=data,
-            turn=state.turns if turn is None else turn, request_id=request_id, meta=meta,
+            tenant=state.tenant,
+            group=state.group,
+            sid=self.sid,
+            type_=type_,
+            data=data,
+            turn=state.turns if turn is None else turn,
+            request_id=request_id,
+            meta=meta,
         )
 
     # -- commands ----------------------------------------------------------------------------
@@ -205,8 +222,9 @@ class SessionActor:
                 return
             raise
         except (ConnectionError, TimeoutError, OSError) as exc:
-            log.warning("session %s: %s; command %d will be redelivered", self.sid, exc,
-                        delivery.seq)
+            log.warning(
+                "session %s: %s; command %d will be redelivered", self.sid, exc, delivery.seq
+            )
             self.state = None  # the write may or may not have landed: reload next time
             await self._stop_turn()
             await delivery.nak(1.0)
@@ -219,8 +237,9 @@ class SessionActor:
                 f"command of {len(data)} bytes exceeds {self._ctx.settings.max_command_bytes}",
             )
         if not (is_token(delivery.tenant) and is_token(delivery.sid)):
-            raise CommandRejected("invalid_command", "tenant and session id must match "
-                                  "[A-Za-z0-9_-]{1,64}")
+            raise CommandRejected(
+                "invalid_command", "tenant and session id must match [A-Za-z0-9_-]{1,64}"
+            )
         try:
             command = COMMAND_ADAPTER.validate_json(data)
         except ValidationError as exc:
@@ -245,11 +264,17 @@ class SessionActor:
             request_id=command_id,
         )
         if exc.dead_letter:
-            await self._ctx.dead_letter(DeadLetterRequest(
-                tenant=delivery.tenant, sid=self.sid, seq=delivery.seq, code=exc.code,
-                message=exc.message, data=delivery.msg.data,
-                headers=dict(delivery.msg.headers or {}),
-            ))
+            await self._ctx.dead_letter(
+                DeadLetterRequest(
+                    tenant=delivery.tenant,
+                    sid=self.sid,
+                    seq=delivery.seq,
+                    code=exc.code,
+                    message=exc.message,
+                    data=delivery.msg.data,
+                    headers=dict(delivery.msg.headers or {}),
+                )
+            )
             _metrics.DEAD_LETTERS.labels(exc.code).inc()
             await delivery.term(delivery.op, exc.code)
         else:
@@ -267,8 +292,16 @@ class SessionActor:
             await self._stop(delivery, rid)
         elif isinstance(
             command,
-            Steer | Abort | Approve | Reject | Respond | SwitchModel | AttachTool | DetachTool
-            | UpdatePluginOpts | Checkpoint,
+            Steer
+            | Abort
+            | Approve
+            | Reject
+            | Respond
+            | SwitchModel
+            | AttachTool
+            | DetachTool
+            | UpdatePluginOpts
+            | Checkpoint,
         ):
             raise CommandRejected("unsupported", f"op {command.op!r} is not supported yet")
         else:
@@ -280,12 +313,19 @@ class SessionActor:
         ts = now_ms()
         # Prior messages go to the appended history, not into the state rewritten every step.
         options = command.model_dump(
-            exclude={"op", "id", "ts", "meta", "from_checkpoint", "messages"})
-        self.state = SessionState.model_validate({
-            "sid": self.sid, "tenant": delivery.tenant, "options": options,
-            "created_ms": ts, "last_active_ms": ts, "model": command.model,
-            "applied_seq": delivery.seq,
-        })
+            exclude={"op", "id", "ts", "meta", "from_checkpoint", "messages"}
+        )
+        self.state = SessionState.model_validate(
+            {
+                "sid": self.sid,
+                "tenant": delivery.tenant,
+                "options": options,
+                "created_ms": ts,
+                "last_active_ms": ts,
+                "model": command.model,
+                "applied_seq": delivery.seq,
+            }
+        )
         self.version = 0
         for message in command.messages:
             self.append_message(message.model_dump(exclude_none=True))
@@ -302,24 +342,35 @@ class SessionActor:
             if command.strategy == "reject":
                 await self.save()
                 await delivery.ack("prompt", "rejected")
-                await self.emit("prompt_rejected", {"text": command.text, "reason": "busy"},
-                                request_id=rid)
+                await self.emit(
+                    "prompt_rejected", {"text": command.text, "reason": "busy"}, request_id=rid
+                )
                 return
             if command.strategy != "enqueue":
-                raise CommandRejected("unsupported", f"strategy {command.strategy!r} is not "
-                                      "supported yet")
-            state.prompt_queue.append(QueuedPrompt(text=command.text, request_id=rid,
-                                                   meta=command.meta))
+                raise CommandRejected(
+                    "unsupported", f"strategy {command.strategy!r} is not supported yet"
+                )
+            state.prompt_queue.append(
+                QueuedPrompt(text=command.text, request_id=rid, meta=command.meta)
+            )
             await self.save()
             await delivery.ack("prompt", "queued")
-            await self.emit("prompt_queued", {"text": command.text, "queued": True},
-                            request_id=rid, meta=command.meta or None)
+            await self.emit(
+                "prompt_queued",
+                {"text": command.text, "queued": True},
+                request_id=rid,
+                meta=command.meta or None,
+            )
             return
         TurnRunner.begin(self, command.text, rid, command.meta)
         await self.save()
         await delivery.ack("prompt")
-        await self.emit("prompt_received", {"text": command.text, "queued": False},
-                        request_id=rid, meta=command.meta or None)
+        await self.emit(
+            "prompt_received",
+            {"text": command.text, "queued": False},
+            request_id=rid,
+            meta=command.meta or None,
+        )
         await self.emit("agent_start", {}, request_id=rid)
         self._start_turn(resumed=False)
 
@@ -344,8 +395,9 @@ class SessionActor:
         if self.turn is not None:
             await self._stop_turn()
             await self.emit("agent_abort", {"reason": "stopped"}, request_id=rid)
-        await self._ctx.store.delete(self.sid, epoch=self.epoch, version=self.version,
-                                     shard=self.shard, tenant=state.tenant)
+        await self._ctx.store.delete(
+            self.sid, epoch=self.epoch, version=self.version, shard=self.shard, tenant=state.tenant
+        )
         await delivery.ack("stop")
         await self.emit("session_stopped", {}, request_id=rid)
         self._drop()

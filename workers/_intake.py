@@ -108,8 +108,11 @@ class ShardIntake:
                     if taken:
                         self._outstanding += taken
                         self._last_seen = time.monotonic()
-                        request = {"batch": taken, "expires": int(PULL_EXPIRES_S * 1e9),
-                                   "idle_heartbeat": int(IDLE_HEARTBEAT_S * 1e9)}
+                        request = {
+                            "batch": taken,
+                            "expires": int(PULL_EXPIRES_S * 1e9),
+                            "idle_heartbeat": int(IDLE_HEARTBEAT_S * 1e9),
+                        }
                         await self._nc.publish(next_subject, orjson.dumps(request), reply=inbox)
                 self._need.clear()
                 with contextlib.suppress(TimeoutError):
@@ -149,10 +152,18 @@ class ShardIntake:
         seq, delivered = parse_ack_reply(msg.reply)
         parsed = self._subjects.parse_stored_cmd(msg.subject)
         tenant, sid, op = (parsed.tenant, parsed.sid, parsed.op) if parsed else ("_", "_", "_")
-        self._dispatch(Delivery(
-            msg=msg, seq=seq, delivered=delivered, shard=self.shard, tenant=tenant, sid=sid,
-            op=op, release=self._release_one,
-        ))
+        self._dispatch(
+            Delivery(
+                msg=msg,
+                seq=seq,
+                delivered=delivered,
+                shard=self.shard,
+                tenant=tenant,
+                sid=sid,
+                op=op,
+                release=self._release_one,
+            )
+        )
 
     def _release_one(self) -> None:
         self._slots.release(1)
@@ -165,13 +176,15 @@ class ShardIntake:
         if status in ("404", "408"):
             # The request ended; the header says how many of its messages never came.
             pending = headers.get("Nats-Pending-Messages")
-            remaining = self._outstanding if pending is None else min(int(pending),
-                                                                      self._outstanding)
+            remaining = (
+                self._outstanding if pending is None else min(int(pending), self._outstanding)
+            )
             self._outstanding -= remaining
             self._slots.release(remaining)
         else:  # 409: consumer deleted, leadership change, max waiting...
-            log.info("shard %d pull status %s %s", self.shard, status,
-                     headers.get("Description", ""))
+            log.info(
+                "shard %d pull status %s %s", self.shard, status, headers.get("Description", "")
+            )
             self._slots.release(self._outstanding)
             self._outstanding = 0
         self._need.set()

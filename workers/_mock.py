@@ -10,8 +10,13 @@ from typing import Any
 from workers._llm import Chunk, LLMError, LLMRequest, LLMResponse
 
 CHUNK_CHARS = 8
-_RETRYABLE = {"rate_limit": True, "timeout": True, "server": True,
-              "auth": False, "context_overflow": False}
+_RETRYABLE = {
+    "rate_limit": True,
+    "timeout": True,
+    "server": True,
+    "auth": False,
+    "context_overflow": False,
+}
 
 
 def _tokens(chars: int) -> int:
@@ -38,22 +43,29 @@ class MockLLM:
         if name == "script" and request.script_cursor < len(script):
             step = dict(script[request.script_cursor])
         elif name not in ("echo", "script"):
-            raise LLMError("invalid_model", f"unknown mock model {request.model!r}",
-                           retryable=False)
+            raise LLMError(
+                "invalid_model", f"unknown mock model {request.model!r}", retryable=False
+            )
         if not step:
             step = {"text": "echo: " + _last_user_text(request.messages)}
         if step.get("delay_ms"):
             await asyncio.sleep(step["delay_ms"] / 1000)
         error = step.get("error")
         if error:
-            raise LLMError(str(error), f"mock provider error: {error}",
-                           retryable=_RETRYABLE.get(str(error), False))
+            raise LLMError(
+                str(error),
+                f"mock provider error: {error}",
+                retryable=_RETRYABLE.get(str(error), False),
+            )
         chunk_delay = (step.get("chunk_delay_ms") or 0) / 1000
-        for kind, text in (("thinking", step.get("thinking") or ""), ("text", step.get("text") or "")):
+        for kind, text in (
+            ("thinking", step.get("thinking") or ""),
+            ("text", step.get("text") or ""),
+        ):
             for start in range(0, len(text), CHUNK_CHARS):
                 if chunk_delay and start:
                     await asyncio.sleep(chunk_delay)
-                yield Chunk(kind, text[start:start + CHUNK_CHARS])  # type: ignore[arg-type]
+                yield Chunk(kind, text[start : start + CHUNK_CHARS])  # type: ignore[arg-type]
         response.text = step.get("text") or ""
         response.thinking = step.get("thinking") or ""
         response.tool_calls = list(step.get("tool_calls") or [])

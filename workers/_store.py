@@ -66,8 +66,8 @@ class SessionStore:
     async def load(self, sid: str, *, epoch: int) -> Loaded | None:
         """Load and claim a session for `epoch`; None when it does not exist."""
         reply = await self._call(
-            "evalsha", (self._sha["LOAD_CLAIM"], 2, self.keys.state(sid),
-                        self.keys.history(sid), epoch),
+            "evalsha",
+            (self._sha["LOAD_CLAIM"], 2, self.keys.state(sid), self.keys.history(sid), epoch),
         )
         status = int(reply[0])
         if status == 0:
@@ -103,8 +103,20 @@ class SessionStore:
         )
         result = await self._call_many(
             [
-                ("evalsha", (self._sha["SAVE"], 2, self.keys.state(sid), self.keys.history(sid),
-                             epoch, version, state, keep, *append)),
+                (
+                    "evalsha",
+                    (
+                        self._sha["SAVE"],
+                        2,
+                        self.keys.state(sid),
+                        self.keys.history(sid),
+                        epoch,
+                        version,
+                        state,
+                        keep,
+                        *append,
+                    ),
+                ),
                 ("sadd" if active else "srem", (self.keys.active(shard), sid)),
                 schedule,
             ]
@@ -116,14 +128,21 @@ class SessionStore:
             raise Conflict(f"session {sid}: version {version} is not current")
         return new_version
 
-    async def delete(
-        self, sid: str, *, epoch: int, version: int, shard: int, tenant: str
-    ) -> None:
+    async def delete(self, sid: str, *, epoch: int, version: int, shard: int, tenant: str) -> None:
         """Delete a session's live state (stop)."""
         result = await self._call_many(
             [
-                ("evalsha", (self._sha["DELETE"], 2, self.keys.state(sid), self.keys.history(sid),
-                             epoch, version)),
+                (
+                    "evalsha",
+                    (
+                        self._sha["DELETE"],
+                        2,
+                        self.keys.state(sid),
+                        self.keys.history(sid),
+                        epoch,
+                        version,
+                    ),
+                ),
                 ("srem", (self.keys.active(shard), sid)),
                 ("zrem", (self.keys.hibernation, f"{tenant}.{sid}")),
             ]
@@ -186,4 +205,3 @@ class SessionStore:
                 fut.set_exception(result)
             else:
                 fut.set_result(result)
-

@@ -43,10 +43,17 @@ class TurnRunner:
         state.turns += 1
         state.status = "running"
         state.current = TurnProgress(
-            turn=state.turns, request_id=request_id, meta=meta, started_ms=now_ms(),
+            turn=state.turns,
+            request_id=request_id,
+            meta=meta,
+            started_ms=now_ms(),
             history_start=len(actor.history),
         )
         actor.append_message({"role": "user", "content": text})
+
+    @property
+    def task(self) -> asyncio.Task[None]:
+        return self._task
 
     async def cancel(self) -> None:
         """Stop the turn where it is; its last step boundary is already persisted."""
@@ -87,8 +94,7 @@ class TurnRunner:
         _metrics.TURNS_RESUMED.inc()
         await self._actor.emit(
             "turn_resumed",
-            {"turn": state.current.turn, "step": state.current.step,
-             "worker": self._ctx.worker_id},
+            {"turn": state.current.turn, "step": state.current.step, "worker": self._ctx.worker_id},
             request_id=state.current.request_id,
         )
 
@@ -105,8 +111,9 @@ class TurnRunner:
             try:
                 response = await self._call_llm()
             except LLMError as exc:
-                await actor.emit("error", {"code": exc.code, "message": str(exc)},
-                                 request_id=current.request_id)
+                await actor.emit(
+                    "error", {"code": exc.code, "message": str(exc)}, request_id=current.request_id
+                )
                 await self._finish("error", error={"code": exc.code, "message": str(exc)})
                 break
             message: dict[str, Any] = {"role": "assistant", "content": response.text}
@@ -156,26 +163,34 @@ class TurnRunner:
                         if not thinking_started:
                             thinking_started = True
                             await actor.emit("thinking_start", {}, request_id=rid)
-                        await actor.emit("thinking_delta", {"delta": chunk.delta},
-                                         request_id=rid)
+                        await actor.emit("thinking_delta", {"delta": chunk.delta}, request_id=rid)
             except LLMError as exc:
                 state.status = "running"
                 if not exc.retryable or attempt >= MAX_LLM_RETRIES:
                     raise
                 attempt += 1
                 delay = min(RETRY_BASE_S * 2 ** (attempt - 1), RETRY_CAP_S)
-                await actor.emit("retry", {"attempt": attempt, "delay_ms": int(delay * 1000),
-                                           "reason": exc.code}, request_id=rid)
+                await actor.emit(
+                    "retry",
+                    {"attempt": attempt, "delay_ms": int(delay * 1000), "reason": exc.code},
+                    request_id=rid,
+                )
                 await asyncio.sleep(delay)
                 continue
             state.status = "running"
             duration_ms = (time.perf_counter() - call_started) * 1000
-            await actor.emit("llm_call", {
-                "model": state.model, "prompt_tokens": response.prompt_tokens,
-                "completion_tokens": response.completion_tokens,
-                "cached_tokens": response.cached_tokens, "duration_ms": round(duration_ms, 3),
-                "cost_usd": response.cost_usd,
-            }, request_id=rid)
+            await actor.emit(
+                "llm_call",
+                {
+                    "model": state.model,
+                    "prompt_tokens": response.prompt_tokens,
+                    "completion_tokens": response.completion_tokens,
+                    "cached_tokens": response.cached_tokens,
+                    "duration_ms": round(duration_ms, 3),
+                    "cost_usd": response.cost_usd,
+                },
+                request_id=rid,
+            )
             return response
 
     def _account(self, response: LLMResponse) -> None:
@@ -205,19 +220,29 @@ class TurnRunner:
         state.status = "idle"
         await actor.save()
         if message is not None:
-            await actor.emit("response_complete", {"message": message},
-                             request_id=current.request_id, turn=current.turn)
+            await actor.emit(
+                "response_complete",
+                {"message": message},
+                request_id=current.request_id,
+                turn=current.turn,
+            )
         last = next((m for m in reversed(actor.history) if m.get("role") == "assistant"), None)
         data: dict[str, Any] = {
             "reason": reason,
             "last_message": {"role": "assistant", "content": last.get("content", "")}
-            if last else None,
+            if last
+            else None,
             "usage": current.usage.model_dump(),
         }
         if error is not None:
             data["error"] = error
-        await actor.emit("agent_end", data, request_id=current.request_id, turn=current.turn,
-                         meta=current.meta or None)
+        await actor.emit(
+            "agent_end",
+            data,
+            request_id=current.request_id,
+            turn=current.turn,
+            meta=current.meta or None,
+        )
         _metrics.TURNS.labels(reason).inc()
 
 

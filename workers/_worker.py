@@ -24,7 +24,7 @@ from prometheus_client import start_http_server
 from flotilla._connect import connect_nats, connect_redis
 from flotilla._provision import ensure_bucket, provision
 from flotilla.errors import ConfigurationError
-from flotilla.placement import RELEASED_KEY, SHARD_KEY, Assignment, Heartbeat, parse_key
+from flotilla.placement import RELEASED_KEY, Assignment, Heartbeat, parse_key
 from flotilla.settings import Settings
 from workers import _metrics
 from workers._actor import RESUME, SessionActor
@@ -54,7 +54,9 @@ class Worker:
 
     def __init__(self, *, settings: Settings) -> None:
         if not _KV_KEY.match(settings.worker_id):
-            raise ConfigurationError(f"worker id {settings.worker_id!r} must match {_KV_KEY.pattern}")
+            raise ConfigurationError(
+                f"worker id {settings.worker_id!r} must match {_KV_KEY.pattern}"
+            )
         self.settings = settings
         self.worker_id = settings.worker_id
         self._subjects = settings.subjects
@@ -85,7 +87,9 @@ class Worker:
         store = SessionStore(redis, key_prefix=settings.redis_prefix)
         await store.start()
         self._ctx = WorkerContext(
-            settings=settings, store=store, mock=MockLLM(),
+            settings=settings,
+            store=store,
+            mock=MockLLM(),
             events=EventPublisher(nc, subjects=self._subjects, worker_id=self.worker_id),
             dead_letter=self._dead_letter,
         )
@@ -122,9 +126,12 @@ class Worker:
             task.cancel()
         for _, task in list(self._actors.values()):
             task.cancel()
-        await asyncio.gather(*(o.task for o in self._shards.values()),
-                             *self._pending_take.values(),
-                             *(t for _, t in self._actors.values()), return_exceptions=True)
+        await asyncio.gather(
+            *(o.task for o in self._shards.values()),
+            *self._pending_take.values(),
+            *(t for _, t in self._actors.values()),
+            return_exceptions=True,
+        )
         await store.close()
         with contextlib.suppress(Exception):
             await redis.aclose()  # type: ignore[attr-defined]
@@ -147,9 +154,13 @@ class Worker:
     async def _heartbeat(self, kv: KeyValue) -> None:
         while not self._stopping.is_set():
             beat = Heartbeat(
-                worker=self.worker_id, started_ms=self._started_ms, ts_ms=now_ms(),
-                slots_free=self._slots.free, resident=len(self._actors),
-                shards=tuple(sorted(self._shards)), metrics_url=self._metrics_url,
+                worker=self.worker_id,
+                started_ms=self._started_ms,
+                ts_ms=now_ms(),
+                slots_free=self._slots.free,
+                resident=len(self._actors),
+                shards=tuple(sorted(self._shards)),
+                metrics_url=self._metrics_url,
             )
             try:
                 await kv.put(self.worker_id, beat.encode())
@@ -180,7 +191,7 @@ class Worker:
                 await self._on_assignment(assignment)
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()
+                await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _on_assignment(self, assignment: Assignment) -> None:
         shard = assignment.shard
@@ -208,8 +219,12 @@ class Worker:
             while self._released.get(shard, 0) < assignment.prev_epoch:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    log.warning("shard %d: %s did not release epoch %d in time; taking over",
-                                shard, assignment.prev, assignment.prev_epoch)
+                    log.warning(
+                        "shard %d: %s did not release epoch %d in time; taking over",
+                        shard,
+                        assignment.prev,
+                        assignment.prev_epoch,
+                    )
                     break
                 self._released_changed.clear()
                 with contextlib.suppress(TimeoutError):
@@ -217,8 +232,13 @@ class Worker:
                         await self._released_changed.wait()
         assert self._nc is not None and self._js is not None and self._ctx is not None
         intake = ShardIntake(
-            nc=self._nc, js=self._js, settings=self.settings, shard=shard,
-            epoch=assignment.epoch, slots=self._slots, dispatch=self._dispatch,
+            nc=self._nc,
+            js=self._js,
+            settings=self.settings,
+            shard=shard,
+            epoch=assignment.epoch,
+            slots=self._slots,
+            dispatch=self._dispatch,
             share=self._slot_share,
         )
         await intake.prepare()
@@ -236,9 +256,9 @@ class Worker:
             return
         await owned.intake.stop()
         actors = [(a, t) for a, t in self._actors.values() if a.shard == shard]
-        deadline = time.monotonic() + self.settings.handover_grace_s
-        while any(not a.idle() for a, _ in actors) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        turns = [a.turn.task for a, _ in actors if a.turn is not None]
+        if turns:  # let running steps reach a boundary; what is left resumes on the next owner
+            await asyncio.wait(turns, timeout=self.settings.handover_grace_s)
         for _, task in actors:
             task.cancel()
         await asyncio.gather(owned.task, *(t for _, t in actors), return_exceptions=True)
@@ -270,8 +290,9 @@ class Worker:
         if existing is not None and not existing[0].closed:
             return existing[0]
         assert self._ctx is not None
-        actor = SessionActor(sid=sid, shard=shard, epoch=epoch, ctx=self._ctx,
-                             on_exit=self._on_actor_exit)
+        actor = SessionActor(
+            sid=sid, shard=shard, epoch=epoch, ctx=self._ctx, on_exit=self._on_actor_exit
+        )
         task = asyncio.create_task(actor.run(), name=f"actor-{sid}")
         self._actors[sid] = (actor, task)
         return actor
@@ -296,25 +317,27 @@ class Worker:
                     self._actor_for(sid, shard, epoch).mailbox.put_nowait(RESUME)
             excess = len(self._actors) - self.settings.max_resident_sessions
             if excess > 0:
-                idle = sorted((a.last_used, sid, t) for sid, (a, t) in self._actors.items()
-                              if a.idle())
+                idle = sorted(
+                    (a.last_used, sid, t) for sid, (a, t) in self._actors.items() if a.idle()
+                )
                 for _, _, task in idle[:excess]:
                     task.cancel()  # persisted at its last step; reloaded on its next command
 
     # -- dead letters ------------------------------------------------------------------------
     async def _dead_letter(self, request: DeadLetterRequest) -> None:
         assert self._js is not None
-        headers = {
-            k: v for k, v in request.headers.items() if k.lower() != "nats-msg-id"
-        }
-        headers.update({
-            "Flotilla-Error": request.code,
-            "Flotilla-Error-Message": " ".join(request.message.split())[:512],
-            "Flotilla-Stream-Seq": str(request.seq),
-            "Nats-Msg-Id": f"dlq-{request.seq}",
-        })
-        await self._js.publish(self._subjects.dlq(request.tenant, request.sid), request.data,
-                               headers=headers)
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "nats-msg-id"}
+        headers.update(
+            {
+                "Flotilla-Error": request.code,
+                "Flotilla-Error-Message": " ".join(request.message.split())[:512],
+                "Flotilla-Stream-Seq": str(request.seq),
+                "Nats-Msg-Id": f"dlq-{request.seq}",
+            }
+        )
+        await self._js.publish(
+            self._subjects.dlq(request.tenant, request.sid), request.data, headers=headers
+        )
 
 
 class _Stop(Exception):

@@ -1,10 +1,10 @@
 """Errors of the worker.
 
-    WorkerError                  root
-    ├── Fenced                   a newer owner holds the session; drop it, never retry
-    ├── Conflict                 the session changed under us (version mismatch); reload
-    └── CommandRejected          a command that cannot be applied: `code` (PROTOCOL §3)
-                                 decides between an error event and a dead letter
+WorkerError                  root
+├── Fenced                   a newer owner holds the session; drop it, never retry
+├── Conflict                 the session changed under us (version mismatch); reload
+└── CommandRejected          a command that cannot be applied: `code` (PROTOCOL §3)
+                             decides between an error event and a dead letter
 """
 
 from __future__ import annotations

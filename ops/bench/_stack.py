@@ -27,22 +27,35 @@ class BenchStack:
         data = Path(tempfile.mkdtemp(prefix="flotilla-bench-"))
         nats_server = start_nats(data)
         redis_server = start_redis(data, persist=False)
-        settings = Settings(nats_url=nats_server.url, redis_url=redis_server.url,
-                            prefix=f"b{secrets.token_hex(4)}", data_dir=data,
-                            metrics_port=None).with_overrides(**overrides)
+        settings = Settings(
+            nats_url=nats_server.url,
+            redis_url=redis_server.url,
+            prefix=f"b{secrets.token_hex(4)}",
+            data_dir=data,
+            metrics_port=None,
+        ).with_overrides(**overrides)
         stack = cls(settings, data, [nats_server, redis_server])
         env = dict(os.environ)
-        env.update({"FLOTILLA_NATS_URL": settings.nats_url,
-                    "FLOTILLA_REDIS_URL": settings.redis_url,
-                    "FLOTILLA_PREFIX": settings.prefix, "FLOTILLA_METRICS_PORT": "off",
-                    "FLOTILLA_SHARDS": str(settings.shards),
-                    "FLOTILLA_HIBERNATE_AFTER_MS": str(settings.hibernate_after_ms)})
+        env.update(
+            {
+                "FLOTILLA_NATS_URL": settings.nats_url,
+                "FLOTILLA_REDIS_URL": settings.redis_url,
+                "FLOTILLA_PREFIX": settings.prefix,
+                "FLOTILLA_METRICS_PORT": "off",
+                "FLOTILLA_SHARDS": str(settings.shards),
+                "FLOTILLA_HIBERNATE_AFTER_MS": str(settings.hibernate_after_ms),
+            }
+        )
         roles = [("router", "router")] + [("worker", f"bench-w{i}") for i in range(workers)]
         for role, name in roles:
             child_env = dict(env, FLOTILLA_WORKER_ID=name)
             log = (data / f"{name}.log").open("ab")
-            proc = subprocess.Popen([sys.executable, "-m", "flotilla", role], env=child_env,
-                                    stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "flotilla", role],
+                env=child_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             stack.processes.append(proc)
             if role == "worker":
                 stack.worker_pids.append(proc.pid)

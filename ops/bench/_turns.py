@@ -27,8 +27,12 @@ from ops.bench._stack import BenchStack
 from schemas import Subjects
 
 TARGETS = {
-    "sequential_p50_ms": 3.0, "sequential_p99_ms": 15.0, "throughput_turns_per_s": 1400,
-    "worker_cpu_us_per_turn": 700, "history_1000_over_10": 1.2, "resume_p50_ms": 10.0,
+    "sequential_p50_ms": 3.0,
+    "sequential_p99_ms": 15.0,
+    "throughput_turns_per_s": 1400,
+    "worker_cpu_us_per_turn": 700,
+    "history_1000_over_10": 1.2,
+    "resume_p50_ms": 10.0,
 }
 
 
@@ -55,8 +59,11 @@ class Driver:
         future = asyncio.get_running_loop().create_future()
         self.waiting[command_id] = future
         body = dict(body, op=op, id=command_id)
-        await self.nc.publish(self.subjects.cmd("bench", sid, op), orjson.dumps(body),
-                              headers={"Nats-Msg-Id": command_id})
+        await self.nc.publish(
+            self.subjects.cmd("bench", sid, op),
+            orjson.dumps(body),
+            headers={"Nats-Msg-Id": command_id},
+        )
         event = await asyncio.wait_for(future, 30)
         if event["type"] == "error":
             raise RuntimeError(f"{op} on {sid}: {event['data']}")
@@ -89,11 +96,19 @@ async def run_turns_bench(args: argparse.Namespace) -> None:
     print(f"starting a fleet: {args.workers} worker process(es), embedded NATS and Redis ...")
     stack = BenchStack.start(workers=args.workers, hibernate_after_ms=3_600_000)
     report: dict[str, Any] = {
-        "bench": "turns", "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                                      "platform": platform.platform()},
-        "params": {"workers": args.workers, "sessions": args.sessions,
-                   "in_flight": args.in_flight, "turns": args.turns,
-                   "sequential": args.sequential},
+        "bench": "turns",
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "params": {
+            "workers": args.workers,
+            "sessions": args.sessions,
+            "in_flight": args.in_flight,
+            "turns": args.turns,
+            "sequential": args.sequential,
+        },
         "targets": TARGETS,
     }
     nc = await nats.connect(stack.settings.nats_url, pending_size=64 * 1024 * 1024)
@@ -118,38 +133,53 @@ async def run_turns_bench(args: argparse.Namespace) -> None:
         latencies = await _sequential(driver, "seq", args.sequential, "sequential")
         seq_cpu = (stack.worker_cpu_seconds() - cpu0) / args.sequential
         report["sequential"] = {
-            "turns": args.sequential, "p50_ms": _pct(latencies, 0.5),
-            "p99_ms": _pct(latencies, 0.99), "mean_ms": statistics.fmean(latencies),
+            "turns": args.sequential,
+            "p50_ms": _pct(latencies, 0.5),
+            "p99_ms": _pct(latencies, 0.99),
+            "mean_ms": statistics.fmean(latencies),
             "worker_cpu_us_per_turn": seq_cpu * 1e6,
         }
-        print(f"\nsequential: p50 {report['sequential']['p50_ms']:.2f} ms, "
-              f"p99 {report['sequential']['p99_ms']:.2f} ms")
+        print(
+            f"\nsequential: p50 {report['sequential']['p50_ms']:.2f} ms, "
+            f"p99 {report['sequential']['p99_ms']:.2f} ms"
+        )
 
         # 2. history cost: 10 vs 1,000 messages of prior history
         history: dict[str, Any] = {}
         for size in (10, 1000):
-            prior = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i} " * 8}
-                     for i in range(size)]
+            prior = [
+                {"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i} " * 8}
+                for i in range(size)
+            ]
             sid = f"hist-{size}"
             await driver.send(sid, "create", {"model": "mock:echo", "messages": prior})
             await _sequential(driver, sid, 50, f"history {size} warm-up")
             cpu0 = stack.worker_cpu_seconds()
             lat = await _sequential(driver, sid, 300, f"history {size}")
-            history[str(size)] = {"p50_ms": _pct(lat, 0.5), "p99_ms": _pct(lat, 0.99),
-                                  "worker_cpu_us_per_turn":
-                                      (stack.worker_cpu_seconds() - cpu0) / 300 * 1e6}
+            history[str(size)] = {
+                "p50_ms": _pct(lat, 0.5),
+                "p99_ms": _pct(lat, 0.99),
+                "worker_cpu_us_per_turn": (stack.worker_cpu_seconds() - cpu0) / 300 * 1e6,
+            }
         history["ratio_p50"] = history["1000"]["p50_ms"] / history["10"]["p50_ms"]
-        history["ratio_cpu"] = (history["1000"]["worker_cpu_us_per_turn"]
-                                / history["10"]["worker_cpu_us_per_turn"])
+        history["ratio_cpu"] = (
+            history["1000"]["worker_cpu_us_per_turn"] / history["10"]["worker_cpu_us_per_turn"]
+        )
         report["history"] = history
-        print(f"\nhistory 1000 vs 10: p50 x{history['ratio_p50']:.2f}, "
-              f"cpu x{history['ratio_cpu']:.2f}")
+        print(
+            f"\nhistory 1000 vs 10: p50 x{history['ratio_p50']:.2f}, "
+            f"cpu x{history['ratio_cpu']:.2f}"
+        )
 
         # 3. throughput: N sessions, a fixed number of turns in flight
         sids = [f"s{i}" for i in range(args.sessions)]
         for start in range(0, len(sids), 200):
-            await asyncio.gather(*(driver.send(s, "create", {"model": "mock:echo"})
-                                   for s in sids[start:start + 200]))
+            await asyncio.gather(
+                *(
+                    driver.send(s, "create", {"model": "mock:echo"})
+                    for s in sids[start : start + 200]
+                )
+            )
         queue: asyncio.Queue[str] = asyncio.Queue()
         for sid in sids:
             queue.put_nowait(sid)
@@ -173,12 +203,17 @@ async def run_turns_bench(args: argparse.Namespace) -> None:
         elapsed = time.perf_counter() - started
         cpu = stack.worker_cpu_seconds() - cpu0
         report["throughput"] = {
-            "sessions": args.sessions, "in_flight": args.in_flight, "turns": args.turns,
-            "seconds": elapsed, "turns_per_s": args.turns / elapsed,
+            "sessions": args.sessions,
+            "in_flight": args.in_flight,
+            "turns": args.turns,
+            "seconds": elapsed,
+            "turns_per_s": args.turns / elapsed,
             "worker_cpu_us_per_turn": cpu / args.turns * 1e6,
         }
-        print(f"\nthroughput: {report['throughput']['turns_per_s']:.0f} turns/s, "
-              f"worker CPU {report['throughput']['worker_cpu_us_per_turn']:.0f} us/turn")
+        print(
+            f"\nthroughput: {report['throughput']['turns_per_s']:.0f} turns/s, "
+            f"worker CPU {report['throughput']['worker_cpu_us_per_turn']:.0f} us/turn"
+        )
 
         # 4. resume latency of hibernated sessions vs resident ones
         sample = sids[:200]
@@ -190,15 +225,23 @@ async def run_turns_bench(args: argparse.Namespace) -> None:
             await driver.send(sid, "prompt", {"text": "wake up"})
             resume.append((time.perf_counter() - t0) * 1000)
             _progress("resume", i + 1, len(sample))
-        report["resume"] = {"sessions": len(sample), "p50_ms": _pct(resume, 0.5),
-                            "p99_ms": _pct(resume, 0.99)}
-        print(f"\nresume after hibernation: p50 {report['resume']['p50_ms']:.2f} ms, "
-              f"p99 {report['resume']['p99_ms']:.2f} ms")
+        report["resume"] = {
+            "sessions": len(sample),
+            "p50_ms": _pct(resume, 0.5),
+            "p99_ms": _pct(resume, 0.99),
+        }
+        print(
+            f"\nresume after hibernation: p50 {report['resume']['p50_ms']:.2f} ms, "
+            f"p99 {report['resume']['p99_ms']:.2f} ms"
+        )
     finally:
         await nc.close()
         stack.stop()
-    out = Path(args.out) if args.out else (
-        Path("ops/bench/results") / f"turns-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    out = (
+        Path(args.out)
+        if args.out
+        else (Path("ops/bench/results") / f"turns-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     print(f"report: {out}")

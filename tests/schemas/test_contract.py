@@ -30,8 +30,10 @@ def test_tokens_that_would_break_subjects_are_refused(value: str) -> None:
 def test_subjects_follow_the_protocol() -> None:
     s = Subjects("flotilla")
     assert s.cmd("acme", "s1", "prompt") == "flotilla.cmd.acme.s1.prompt"
-    assert s.evt("acme", None, "s1", "progress", "agent_end") == \
-        "flotilla.evt.acme._.s1.progress.agent_end"
+    assert (
+        s.evt("acme", None, "s1", "progress", "agent_end")
+        == "flotilla.evt.acme._.s1.progress.agent_end"
+    )
     assert s.evt_group("room") == "flotilla.evt.*.room.>"
     assert s.cmd_stream == "FLOTILLA_CMD" and s.evt_stream == "FLOTILLA_EVT"
     parsed = s.parse_stored_cmd("flotilla.cmd.7.acme.s1.prompt")
@@ -47,7 +49,8 @@ def test_commands_are_a_discriminated_union_ignoring_unknown_fields() -> None:
 
 def test_cmdc_tool_aliases_are_accepted() -> None:
     create = COMMAND_ADAPTER.validate_python(
-        {"op": "create", "model": "mock:echo", "tools": ["CMDC.Tool.ReadFile", "shell"]})
+        {"op": "create", "model": "mock:echo", "tools": ["CMDC.Tool.ReadFile", "shell"]}
+    )
     assert create.tools == ["read_file", "shell"]  # type: ignore[union-attr]
 
 

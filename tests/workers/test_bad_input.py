@@ -12,8 +12,11 @@ from tests.conftest import Harness
 async def _dead_letters(harness: Harness, count: int) -> list[tuple[str, dict[str, str], bytes]]:
     assert harness.nc is not None
     js = harness.nc.jetstream()
-    sub = await js.subscribe(harness.settings.subjects.dlq_all, ordered_consumer=True,
-                             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+    sub = await js.subscribe(
+        harness.settings.subjects.dlq_all,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+    )
     out = []
     for _ in range(count):
         msg = await sub.next_msg(timeout=5)
@@ -70,9 +73,10 @@ async def test_bad_identifier_in_the_subject_is_refused(fleet: Harness) -> None:
 async def test_bad_group_id_in_create_is_refused(fleet: Harness) -> None:
     assert fleet.fleet is not None
     session = await fleet.fleet.session("g1")
-    await fleet.publish_raw(fleet.settings.subjects.cmd("acme", "g1", "create"),
-                            orjson.dumps({"op": "create", "model": "mock:echo",
-                                          "group_id": "a.b"}))
+    await fleet.publish_raw(
+        fleet.settings.subjects.cmd("acme", "g1", "create"),
+        orjson.dumps({"op": "create", "model": "mock:echo", "group_id": "a.b"}),
+    )
     error = await session.wait_for({"error"}, request_id=None, timeout=5)
     assert error.data["code"] == "invalid_command" and "group_id" in error.data["message"]
 
@@ -98,21 +102,24 @@ async def test_wrong_tenant_is_forbidden_and_the_session_untouched(fleet: Harnes
     intruder = f"{fleet.settings.prefix}.evt.evil.*.{session.sid}.>"
     assert fleet.nc is not None
     sub = await fleet.nc.subscribe(intruder)
-    await fleet.publish_raw(fleet.settings.subjects.cmd("evil", session.sid, "stop"),
-                            orjson.dumps({"op": "stop"}))
+    await fleet.publish_raw(
+        fleet.settings.subjects.cmd("evil", session.sid, "stop"), orjson.dumps({"op": "stop"})
+    )
     error = orjson.loads((await sub.next_msg(timeout=5)).data)
     assert error["type"] == "error" and error["data"]["code"] == "forbidden"
     assert error["group"] is None
     [(subject, headers, _)] = await _dead_letters(fleet, 1)
     assert subject == fleet.settings.subjects.dlq("evil", session.sid)
+    assert headers["Flotilla-Error"] == "forbidden"
     await session.prompt("mine")
     assert await session.collect_reply(timeout=5) == "echo: mine"
 
 
 async def test_a_bad_command_does_not_disturb_other_sessions(fleet: Harness) -> None:
     assert fleet.fleet is not None
-    other = await fleet.fleet.create_agent(model="mock:script", provider_opts={
-        "script": [{"text": "long answer", "delay_ms": 200}]})
+    other = await fleet.fleet.create_agent(
+        model="mock:script", provider_opts={"script": [{"text": "long answer", "delay_ms": 200}]}
+    )
     await other.prompt("work")
     await fleet.publish_raw(fleet.settings.subjects.cmd("acme", other.sid, "prompt"), b"\xff")
     assert await other.collect_reply(timeout=5) == "long answer"

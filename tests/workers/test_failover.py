@@ -100,8 +100,9 @@ async def test_stale_owner_cannot_overwrite_state(harness_factory: Any) -> None:
     before = await harness.redis.hgetall(key)
     stale.signal(signal.SIGCONT)
     log = harness.tmp / f"{stale.worker_id}.log"
-    await eventually(lambda: "fenced" in log.read_text().lower(), timeout=15,
-                     what="the stale owner to be fenced")
+    await eventually(
+        lambda: "fenced" in log.read_text().lower(), timeout=15, what="the stale owner to be fenced"
+    )
     after = await harness.redis.hgetall(key)
     assert after == before
     state = orjson.loads(after[b"d"])

@@ -45,14 +45,14 @@ async def test_events_carry_the_envelope_of_the_protocol(fleet: Harness) -> None
 async def test_prompts_while_busy_are_queued_and_run_in_order(fleet: Harness) -> None:
     assert fleet.fleet is not None
     script = [{"text": "slow", "delay_ms": 300}]
-    session = await fleet.fleet.create_agent(model="mock:script",
-                                             provider_opts={"script": script})
+    session = await fleet.fleet.create_agent(model="mock:script", provider_opts={"script": script})
     ids = [await session.prompt(f"p{i}") for i in range(5)]
     starts: list[str | None] = []
     queued = 0
     while len(starts) < 5:
-        event = await session.wait_for({"agent_start", "prompt_queued"}, request_id=None,
-                                       timeout=10)
+        event = await session.wait_for(
+            {"agent_start", "prompt_queued"}, request_id=None, timeout=10
+        )
         if event.type == "prompt_queued":
             queued += 1
         else:
@@ -64,7 +64,8 @@ async def test_prompts_while_busy_are_queued_and_run_in_order(fleet: Harness) ->
 async def test_reject_strategy_refuses_a_prompt_while_busy(fleet: Harness) -> None:
     assert fleet.fleet is not None
     session = await fleet.fleet.create_agent(
-        model="mock:script", provider_opts={"script": [{"text": "x", "delay_ms": 300}]})
+        model="mock:script", provider_opts={"script": [{"text": "x", "delay_ms": 300}]}
+    )
     await session.prompt("first")
     second = await session.prompt("second", strategy="reject")
     event = await session.wait_for({"prompt_rejected"}, request_id=second, timeout=5)
@@ -77,8 +78,7 @@ async def test_commands_of_one_session_apply_in_stream_order(fleet: Harness) -> 
     ids = [await session.prompt(f"n{i}") for i in range(30)]
     ends: list[str | None] = []
     while len(ends) < 30:
-        ends.append((await session.wait_for({"agent_end"}, request_id=None, timeout=10))
-                    .request_id)
+        ends.append((await session.wait_for({"agent_end"}, request_id=None, timeout=10)).request_id)
     assert ends == ids
 
 
@@ -92,8 +92,9 @@ async def test_a_command_published_twice_with_one_id_takes_effect_once(fleet: Ha
     marker = await session.prompt("marker")
     received = []
     while True:
-        event = await session.wait_for({"prompt_received", "prompt_queued", "agent_end"},
-                                       request_id=None, timeout=5)
+        event = await session.wait_for(
+            {"prompt_received", "prompt_queued", "agent_end"}, request_id=None, timeout=5
+        )
         received.append((event.type, event.request_id))
         if event.type == "agent_end" and event.request_id == marker:
             break
@@ -156,8 +157,8 @@ async def test_create_with_an_existing_id_is_refused(fleet: Harness) -> None:
 async def test_non_retryable_provider_error_ends_the_turn_with_error(fleet: Harness) -> None:
     assert fleet.fleet is not None
     session = await fleet.fleet.create_agent(
-        model="mock:script", provider_opts={"script": [{"error": "rate_limit"},
-                                                       {"error": "auth"}]})
+        model="mock:script", provider_opts={"script": [{"error": "rate_limit"}, {"error": "auth"}]}
+    )
     await session.prompt("x")
     retry = await session.wait_for({"retry"}, request_id=session.last_prompt_id, timeout=5)
     assert retry.data["reason"] == "rate_limit" and retry.data["attempt"] == 1
@@ -188,8 +189,9 @@ async def test_replay_since_a_sequence_gives_every_later_event_once(fleet: Harne
 
 async def test_many_sessions_run_concurrently(fleet: Harness) -> None:
     assert fleet.fleet is not None
-    sessions = await asyncio.gather(*(fleet.fleet.create_agent(model="mock:echo")
-                                      for _ in range(20)))
+    sessions = await asyncio.gather(
+        *(fleet.fleet.create_agent(model="mock:echo") for _ in range(20))
+    )
     for i, session in enumerate(sessions):
         await session.prompt(f"s{i}")
     replies = await asyncio.gather(*(s.collect_reply(timeout=10) for s in sessions))
@@ -204,5 +206,9 @@ async def test_worker_metrics_count_commands(fleet: Harness) -> None:
     session = await fleet.fleet.create_agent(model="mock:echo")
     await session.prompt("x")
     await session.collect_reply(timeout=5)
-    await eventually(lambda: (REGISTRY.get_sample_value(
-        "flotilla_worker_turns_total", {"reason": "finished"}) or 0) > before)
+    await eventually(
+        lambda: (
+            (REGISTRY.get_sample_value("flotilla_worker_turns_total", {"reason": "finished"}) or 0)
+            > before
+        )
+    )
