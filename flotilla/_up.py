@@ -40,15 +40,22 @@ def run_up(settings: Settings, *, workers: int, embedded_nats: bool, embedded_re
     servers: list[EmbeddedServer] = []
     children: list[subprocess.Popen[bytes]] = []
     print(f"flotilla up: data in {data_dir.resolve()}")
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Explicit handlers: a background `up` inherits SIGINT ignored, and SIGTERM must clean up too.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         if embedded_nats:
             t = _step("starting nats-server (JetStream)")
-            servers.append(start_nats(data_dir))
+            servers.append(start_nats(data_dir, port=4222))  # the default port when free
             settings = settings.with_overrides(nats_url=servers[-1].url)
             _done(t, settings.nats_url)
         if embedded_redis:
             t = _step("starting redis-server")
-            servers.append(start_redis(data_dir))
+            servers.append(start_redis(data_dir, port=6379))
             settings = settings.with_overrides(redis_url=servers[-1].url)
             _done(t, settings.redis_url)
         env = dict(os.environ)
@@ -98,6 +105,7 @@ def run_up(settings: Settings, *, workers: int, embedded_nats: bool, embedded_re
 
 
 def _stop_all(children: list[subprocess.Popen[bytes]], servers: list[EmbeddedServer]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the clean-up finish
     for child in reversed(children):
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)

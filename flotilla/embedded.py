@@ -16,10 +16,13 @@ from flotilla.errors import ConfigurationError, UnavailableError
 __all__ = ["EmbeddedServer", "free_port", "start_nats", "start_redis"]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+def free_port(preferred: int = 0) -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now (`preferred` when free)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
@@ -80,8 +83,8 @@ def redis_server_binary() -> str:
 
 
 def start_nats(data_dir: Path, *, port: int | None = None) -> EmbeddedServer:
-    """Start nats-server with JetStream storing into `data_dir/nats`."""
-    port = port or free_port()
+    """Start nats-server with JetStream storing into `data_dir/nats` (port 0: any free one)."""
+    port = free_port(port or 0)
     store = data_dir / "nats"
     store.mkdir(parents=True, exist_ok=True)
     log = data_dir / "nats-server.log"
@@ -97,14 +100,15 @@ def start_nats(data_dir: Path, *, port: int | None = None) -> EmbeddedServer:
         "-l",
         str(log),
     ]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            start_new_session=True)
     _wait_listening(port, proc, "nats-server", log)
     return EmbeddedServer("nats", f"nats://127.0.0.1:{port}", proc)
 
 
 def start_redis(data_dir: Path, *, port: int | None = None, persist: bool = True) -> EmbeddedServer:
     """Start a Redis-compatible server in `data_dir/redis` (AOF everysec when `persist`)."""
-    port = port or free_port()
+    port = free_port(port or 0)
     store = data_dir / "redis"
     store.mkdir(parents=True, exist_ok=True)
     log = data_dir / "redis-server.log"
@@ -125,6 +129,7 @@ def start_redis(data_dir: Path, *, port: int | None = None, persist: bool = True
         "--appendfsync",
         "everysec",
     ]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            start_new_session=True)
     _wait_listening(port, proc, "redis-server", log)
     return EmbeddedServer("redis", f"redis://127.0.0.1:{port}/0", proc)

@@ -241,7 +241,14 @@ class SessionActor:
                 "invalid_command", "tenant and session id must match [A-Za-z0-9_-]{1,64}"
             )
         try:
-            command = COMMAND_ADAPTER.validate_json(data)
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise CommandRejected("invalid_command", f"not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise CommandRejected("invalid_command", "a command must be a JSON object")
+        body.setdefault("op", delivery.op)  # the subject names the op; the body may omit it
+        try:
+            command = COMMAND_ADAPTER.validate_python(body)
         except ValidationError as exc:
             raise CommandRejected("invalid_command", _describe(exc)) from None
         if command.op != delivery.op:

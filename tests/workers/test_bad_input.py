@@ -123,3 +123,12 @@ async def test_a_bad_command_does_not_disturb_other_sessions(fleet: Harness) -> 
     await other.prompt("work")
     await fleet.publish_raw(fleet.settings.subjects.cmd("acme", other.sid, "prompt"), b"\xff")
     assert await other.collect_reply(timeout=5) == "long answer"
+
+
+async def test_op_may_be_left_to_the_subject(fleet: Harness) -> None:
+    assert fleet.fleet is not None
+    session = await fleet.fleet.create_agent(model="mock:echo")
+    subject = fleet.settings.subjects.cmd("acme", session.sid, "prompt")
+    await fleet.publish_raw(subject, orjson.dumps({"id": "no-op", "text": "implicit"}))
+    end = await session.wait_for({"agent_end"}, request_id="no-op", timeout=5)
+    assert end.data["last_message"]["content"] == "echo: implicit"
