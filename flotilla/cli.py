@@ -218,3 +218,27 @@ async def _status(settings: Settings) -> None:
         )
     unowned = settings.shards - len(status.shards)
     print(f"shards: {settings.shards} ({unowned} unassigned)")
+    running, idle = await _session_counts(settings)
+    resident = sum(beat.resident for beat in status.workers)
+    print(
+        f"sessions: {running} running a turn, {idle} idle awaiting hibernation, "
+        f"{resident} resident in workers"
+    )
+
+
+async def _session_counts(settings: Settings) -> tuple[int, int]:
+    """Sessions with an unfinished turn, and idle ones not yet hibernated (from Redis)."""
+    from flotilla._connect import connect_redis
+    from flotilla.keys import RedisKeys
+
+    keys = RedisKeys(settings.redis_prefix)
+    redis = connect_redis(settings)
+    try:
+        pipe = redis.pipeline(transaction=False)
+        for shard in range(settings.shards):
+            pipe.scard(keys.active(shard))
+        pipe.zcard(keys.hibernation)
+        counts = await pipe.execute()
+    finally:
+        await redis.aclose()
+    return sum(counts[:-1]), counts[-1]

@@ -100,8 +100,9 @@ def start_nats(data_dir: Path, *, port: int | None = None) -> EmbeddedServer:
         "-l",
         str(log),
     ]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+    )
     _wait_listening(port, proc, "nats-server", log)
     return EmbeddedServer("nats", f"nats://127.0.0.1:{port}", proc)
 
@@ -129,7 +130,8 @@ def start_redis(data_dir: Path, *, port: int | None = None, persist: bool = True
         "--appendfsync",
         "everysec",
     ]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+    )
     _wait_listening(port, proc, "redis-server", log)
     return EmbeddedServer("redis", f"redis://127.0.0.1:{port}/0", proc)

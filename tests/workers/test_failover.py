@@ -108,3 +108,22 @@ async def test_stale_owner_cannot_overwrite_state(harness_factory: Any) -> None:
     state = orjson.loads(after[b"d"])
     assert state["history_len"] == 2 and state["current"] is None
     assert await harness.redis.llen(f"{harness.settings.prefix}:h:{{{session.sid}}}") == 2
+
+
+async def test_sigterm_hands_a_running_turn_over_to_another_worker(harness_factory: Any) -> None:
+    harness: Harness = await harness_factory(handover_grace_s=0.3)
+    await harness.start_router()
+    harness.spawn_worker("pa")
+    harness.spawn_worker("pb")
+    await harness.wait_all_shards({"pa", "pb"}, timeout=30)
+    assert harness.fleet is not None
+    session = await harness.fleet.create_agent(model="mock:script", provider_opts=SLOW)
+    prompt_id = await session.prompt("go")
+    start = await session.wait_for({"agent_start"}, request_id=prompt_id, timeout=10)
+    leaving = next(p for p in harness.processes if p.worker_id == start.worker)
+    leaving.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(leaving.process.wait, 15) == 0
+    resumed = await session.wait_for({"turn_resumed"}, request_id=prompt_id, timeout=15)
+    assert resumed.worker != leaving.worker_id
+    end = await session.wait_for({"agent_end"}, request_id=prompt_id, timeout=15)
+    assert end.data["last_message"]["content"] == "slow reply"
