@@ -66,6 +66,14 @@ class Settings:
         """A copy with the given fields replaced; `None` values are ignored."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
+    def to_env(self) -> dict[str, str]:
+        """The FLOTILLA_* variables that rebuild these settings in a child process."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            env[f"FLOTILLA_{f.name.upper()}"] = "off" if value is None else str(value)
+        return env
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from FLOTILLA_* variables, then explicit overrides (flags) on top."""

@@ -9,13 +9,14 @@ from typing import Any
 
 import orjson
 
-from tests.conftest import Harness, eventually
+from flotilla import Session
+from tests.conftest import Harness, WorkerProcess, eventually
 
 SLOW = {"script": [{"text": "slow reply", "delay_ms": 2500}]}
 
 
-async def _fleet_of_two_processes(harness_factory: Any) -> Harness:
-    harness: Harness = await harness_factory()
+async def _fleet_of_two_processes(harness_factory: Any, **overrides: Any) -> Harness:
+    harness: Harness = await harness_factory(**overrides)
     await harness.start_router()
     harness.spawn_worker("pa")
     harness.spawn_worker("pb")
@@ -23,13 +24,19 @@ async def _fleet_of_two_processes(harness_factory: Any) -> Harness:
     return harness
 
 
-async def test_worker_killed_mid_turn_another_finishes_it(harness_factory: Any) -> None:
-    harness = await _fleet_of_two_processes(harness_factory)
+async def _slow_turn(harness: Harness) -> tuple[Session, str, WorkerProcess]:
+    """Start a slow turn; returns the session, the prompt id and the worker running it."""
     assert harness.fleet is not None
     session = await harness.fleet.create_agent(model="mock:script", provider_opts=SLOW)
     prompt_id = await session.prompt("go")
     start = await session.wait_for({"agent_start"}, request_id=prompt_id, timeout=10)
-    victim = next(p for p in harness.processes if p.worker_id == start.worker)
+    runner = next(p for p in harness.processes if p.worker_id == start.worker)
+    return session, prompt_id, runner
+
+
+async def test_worker_killed_mid_turn_another_finishes_it(harness_factory: Any) -> None:
+    harness = await _fleet_of_two_processes(harness_factory)
+    session, prompt_id, victim = await _slow_turn(harness)
     victim.signal(signal.SIGKILL)
     resumed = await session.wait_for({"turn_resumed"}, request_id=prompt_id, timeout=20)
     assert resumed.worker != victim.worker_id
@@ -88,11 +95,7 @@ async def test_worker_joining_takes_shards_without_loss_or_duplicates(
 
 async def test_stale_owner_cannot_overwrite_state(harness_factory: Any) -> None:
     harness = await _fleet_of_two_processes(harness_factory)
-    assert harness.fleet is not None
-    session = await harness.fleet.create_agent(model="mock:script", provider_opts=SLOW)
-    prompt_id = await session.prompt("go")
-    start = await session.wait_for({"agent_start"}, request_id=prompt_id, timeout=10)
-    stale = next(p for p in harness.processes if p.worker_id == start.worker)
+    session, prompt_id, stale = await _slow_turn(harness)
     stale.signal(signal.SIGSTOP)
     end = await session.wait_for({"agent_end"}, request_id=prompt_id, timeout=30)
     assert end.worker != stale.worker_id
@@ -111,16 +114,8 @@ async def test_stale_owner_cannot_overwrite_state(harness_factory: Any) -> None:
 
 
 async def test_sigterm_hands_a_running_turn_over_to_another_worker(harness_factory: Any) -> None:
-    harness: Harness = await harness_factory(handover_grace_s=0.3)
-    await harness.start_router()
-    harness.spawn_worker("pa")
-    harness.spawn_worker("pb")
-    await harness.wait_all_shards({"pa", "pb"}, timeout=30)
-    assert harness.fleet is not None
-    session = await harness.fleet.create_agent(model="mock:script", provider_opts=SLOW)
-    prompt_id = await session.prompt("go")
-    start = await session.wait_for({"agent_start"}, request_id=prompt_id, timeout=10)
-    leaving = next(p for p in harness.processes if p.worker_id == start.worker)
+    harness = await _fleet_of_two_processes(harness_factory, handover_grace_s=0.3)
+    session, prompt_id, leaving = await _slow_turn(harness)
     leaving.signal(signal.SIGTERM)
     assert await asyncio.to_thread(leaving.process.wait, 15) == 0
     resumed = await session.wait_for({"turn_resumed"}, request_id=prompt_id, timeout=15)
