@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
+from prometheus_client import Counter
 
+from schemas import COMMAND_OPS
 from workers import _metrics
+
+
+def _command_counter(op: str, outcome: str) -> Counter:
+    # ops come from subjects anyone may publish to: bound the label set
+    return _labelled(op if op in COMMAND_OPS else "unknown", outcome)
+
+
+@functools.cache
+def _labelled(op: str, outcome: str) -> Counter:
+    """The labelled child, resolved once per (op, outcome) instead of once per command."""
+    return _metrics.COMMANDS.labels(op, outcome)
 
 
 def parse_ack_reply(reply: str) -> tuple[int, int]:
@@ -59,5 +73,5 @@ class Delivery:
             await self.msg._client.publish(self.msg.reply, body)
         finally:
             self.release()
-            _metrics.COMMANDS.labels(op, outcome).inc()
+            _command_counter(op, outcome).inc()
             _metrics.COMMAND_SECONDS.observe(time.perf_counter() - self.received)

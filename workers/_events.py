@@ -15,6 +15,8 @@ from nats.aio.client import Client as NATS
 from schemas import EVENT_CATALOG, Subjects
 from workers import _metrics
 
+_PUBLISHED = {c: _metrics.EVENTS_PUBLISHED.labels(c) for c in ("progress", "control", "monitor")}
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -56,4 +58,4 @@ class EventPublisher:
             envelope["meta"] = meta
         subject = self._subjects.evt(tenant, group, sid, channel, type_)
         await self._nc.publish(subject, orjson.dumps(envelope))
-        _metrics.EVENTS_PUBLISHED.labels(channel).inc()
+        _PUBLISHED[channel].inc()

@@ -31,6 +31,7 @@ MAX_OUTSTANDING = 64
 """Most messages one shard asks for at once; each shard gets its fair share of the slots."""
 PULL_EXPIRES_S = 10.0
 IDLE_HEARTBEAT_S = 2.0
+ERROR_BACKOFF_S = 0.5
 
 
 def consumer_name(shard: int, epoch: int) -> str:
@@ -67,6 +68,7 @@ class ShardIntake:
         self._last_seen = time.monotonic()
         self._need = asyncio.Event()
         self._stopped = False
+        self._backoff_until = 0.0
 
     async def prepare(self) -> None:
         """Replace any earlier owner's consumer of this shard by this epoch's."""
@@ -101,6 +103,10 @@ class ShardIntake:
                     self._outstanding = 0
                 limit = self._share()
                 want = limit - self._outstanding
+                backoff = self._backoff_until - time.monotonic()
+                if backoff > 0:  # the last pull failed: do not spin on a broken consumer
+                    await asyncio.sleep(backoff)
+                    continue
                 if want > 0 and self._outstanding <= limit // 2:
                     if self._slots.free <= 0 and self._outstanding == 0:
                         await self._slots.wait_free()
@@ -167,7 +173,8 @@ class ShardIntake:
 
     def _release_one(self) -> None:
         self._slots.release(1)
-        self._need.set()
+        if self._outstanding <= self._share() // 2:
+            self._need.set()
 
     def _on_status(self, headers: dict[str, str]) -> None:
         status = headers.get("Status", "")
@@ -181,7 +188,8 @@ class ShardIntake:
             )
             self._outstanding -= remaining
             self._slots.release(remaining)
-        else:  # 409: consumer deleted, leadership change, max waiting...
+        else:  # 409 / 503: consumer deleted, leadership change, no responders...
+            self._backoff_until = time.monotonic() + ERROR_BACKOFF_S
             log.info(
                 "shard %d pull status %s %s", self.shard, status, headers.get("Description", "")
             )

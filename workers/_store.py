@@ -17,10 +17,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from flotilla.keys import RedisKeys
-from workers import _scripts
+from workers import _metrics, _scripts
 from workers.errors import Conflict, Fenced
 
 log = logging.getLogger(__name__)
+
+
+_Queued = tuple[list[tuple[str, Sequence[Any]]], "asyncio.Future[list[Any]]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +40,7 @@ class SessionStore:
         self._redis = redis
         self.keys = RedisKeys(key_prefix)
         self._sha: dict[str, str] = {}
-        self._queue: list[tuple[str, Sequence[Any], asyncio.Future[Any]]] = []
+        self._queue: list[_Queued] = []
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0
@@ -53,9 +56,9 @@ class SessionStore:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
-        for _, _, fut in self._queue:
-            if not fut.done():
-                fut.set_exception(ConnectionError("session store closed"))
+        for _, future in self._queue:
+            if not future.done():
+                future.set_exception(ConnectionError("session store closed"))
         self._queue.clear()
 
     async def _load_scripts(self) -> None:
@@ -161,14 +164,11 @@ class SessionStore:
         return (await self._call_many([(method, args)]))[0]
 
     async def _call_many(self, calls: list[tuple[str, Sequence[Any]]]) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        futures = []
-        for method, args in calls:
-            fut: asyncio.Future[Any] = loop.create_future()
-            self._queue.append((method, args, fut))
-            futures.append(fut)
+        """Queue `calls` for the next pipeline; they run back to back, in order."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queue.append((calls, future))
         self._wake.set()
-        return list(await asyncio.gather(*futures))
+        return await future
 
     async def _flush_forever(self) -> None:
         while True:
@@ -178,19 +178,22 @@ class SessionStore:
             if batch:
                 await self._execute(batch)
 
-    async def _execute(self, batch: list[tuple[str, Sequence[Any], asyncio.Future[Any]]]) -> None:
+    async def _execute(self, batch: list[_Queued]) -> None:
         self.batches += 1
-        self.commands += len(batch)
+        size = sum(len(calls) for calls, _ in batch)
+        self.commands += size
+        _metrics.STORE_BATCH.observe(size)
         for attempt in (1, 2):
             pipe = self._redis.pipeline(transaction=False)
-            for method, args, _ in batch:
-                getattr(pipe, method)(*args)
+            for calls, _ in batch:
+                for method, args in calls:
+                    getattr(pipe, method)(*args)
             try:
                 results = await pipe.execute(raise_on_error=False)
             except Exception as exc:  # connection-level failure: every caller sees it
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
                 return
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
                 # Redis restarted or flushed its script cache; a SHA names its script's text,
@@ -198,10 +201,14 @@ class SessionStore:
                 await self._load_scripts()
                 continue
             break
-        for (_, _, fut), result in zip(batch, results, strict=True):
-            if fut.done():
+        position = 0
+        for calls, future in batch:
+            mine = results[position : position + len(calls)]
+            position += len(calls)
+            if future.done():
                 continue
-            if isinstance(result, Exception):
-                fut.set_exception(result)
+            error = next((r for r in mine if isinstance(r, Exception)), None)
+            if error is not None:
+                future.set_exception(error)
             else:
-                fut.set_result(result)
+                future.set_result(mine)

@@ -94,7 +94,8 @@ async def test_worker_joining_takes_shards_without_loss_or_duplicates(
 
 
 async def test_stale_owner_cannot_overwrite_state(harness_factory: Any) -> None:
-    harness = await _fleet_of_two_processes(harness_factory)
+    # a long grace lets the stale turn reach its write instead of being cancelled on release
+    harness = await _fleet_of_two_processes(harness_factory, handover_grace_s=10.0)
     session, prompt_id, stale = await _slow_turn(harness)
     stale.signal(signal.SIGSTOP)
     end = await session.wait_for({"agent_end"}, request_id=prompt_id, timeout=30)
@@ -103,9 +104,14 @@ async def test_stale_owner_cannot_overwrite_state(harness_factory: Any) -> None:
     before = await harness.redis.hgetall(key)
     stale.signal(signal.SIGCONT)
     log = harness.tmp / f"{stale.worker_id}.log"
-    await eventually(
-        lambda: "fenced" in log.read_text().lower(), timeout=15, what="the stale owner to be fenced"
-    )
+    try:
+        await eventually(
+            lambda: "fenced" in log.read_text().lower(),
+            timeout=15,
+            what="the stale owner to be fenced",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; its log:\n{log.read_text()[-3000:]}") from None
     after = await harness.redis.hgetall(key)
     assert after == before
     state = orjson.loads(after[b"d"])
