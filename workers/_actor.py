@@ -82,20 +82,28 @@ class SessionActor:
         self.last_used = 0.0
         self.closed = False
         self.needs_resume = False
+        self._handled = asyncio.Event()
+        self._handled.set()
 
     # -- the actor loop ----------------------------------------------------------------------
     async def run(self) -> None:
+        item: Delivery | object | None = None
         try:
             while True:
                 item = await self.mailbox.get()
-                if isinstance(item, Delivery):
-                    await self._handle(item)
-                elif isinstance(item, _Failed):
-                    if isinstance(item.exc, Fenced):
-                        raise item.exc
-                    return
-                elif self.state is None:
-                    await self._load()
+                self._handled.clear()
+                try:
+                    if isinstance(item, Delivery):
+                        await self._handle(item)
+                    elif isinstance(item, _Failed):
+                        if isinstance(item.exc, Fenced):
+                            raise item.exc
+                        return
+                    elif self.state is None:
+                        await self._load()
+                finally:
+                    self._handled.set()
+                item = None
                 if self.state is None and self.mailbox.empty():
                     return  # hibernated, stopped or missing: nothing resident any more
         except Fenced:
@@ -103,12 +111,22 @@ class SessionActor:
             log.warning("session %s: fenced by a newer owner; dropping it", self.sid)
         finally:
             self.closed = True
+            if isinstance(item, Delivery):
+                item.abandon()  # taken from the mailbox, not applied: redelivered later
             await self._stop_turn()
             while not self.mailbox.empty():
-                item = self.mailbox.get_nowait()
-                if isinstance(item, Delivery):
-                    item.abandon()
+                queued = self.mailbox.get_nowait()
+                if isinstance(queued, Delivery):
+                    queued.abandon()
             self._on_exit(self)
+
+    async def quiesce(self) -> None:
+        """Wait until no command is half applied, so the actor can be cancelled safely.
+
+        Returns with the actor parked between mailbox items; cancel it before awaiting
+        anything else. Its turn (if any) stops by itself at a safe point when cancelled.
+        """
+        await self._handled.wait()
 
     def fail(self, exc: BaseException) -> None:
         """Called by the turn task when it cannot go on: the actor drops the session."""

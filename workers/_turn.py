@@ -7,8 +7,10 @@ the next step starts (the step boundary), so a lost worker's turn continues else
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from schemas import TurnProgress, Usage
@@ -33,6 +35,9 @@ class TurnRunner:
     def __init__(self, actor: SessionActor, ctx: WorkerContext, *, resumed: bool) -> None:
         self._actor = actor
         self._ctx = ctx
+        self._cancelling = False
+        self._announced = asyncio.Event()
+        self._announced.set()
         self._task = asyncio.create_task(self._run(resumed), name=f"turn-{actor.sid}")
 
     @staticmethod
@@ -56,11 +61,28 @@ class TurnRunner:
         return self._task
 
     async def cancel(self) -> None:
-        """Stop the turn where it is; its last step boundary is already persisted."""
+        """Stop the turn at its last persisted step boundary.
+
+        A save and the events that announce it (`agent_end`, `agent_start`) go together: a
+        cancellation waits for such a section to finish, so a turn is never recorded as
+        finished without its `agent_end` having been published.
+        """
         if self._task is asyncio.current_task():
             return
+        self._cancelling = True
+        await self._announced.wait()
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+
+    @contextlib.asynccontextmanager
+    async def _save_and_announce(self) -> AsyncIterator[None]:
+        if self._cancelling:
+            raise asyncio.CancelledError
+        self._announced.clear()
+        try:
+            yield
+        finally:
+            self._announced.set()
 
     async def _run(self, resumed: bool) -> None:
         actor = self._actor
@@ -73,10 +95,11 @@ class TurnRunner:
                 if state.current is None:
                     if not state.prompt_queue:
                         return  # synchronously clears actor.turn below: no prompt can slip in
-                    queued = state.prompt_queue.pop(0)
-                    TurnRunner.begin(actor, queued.text, queued.request_id or "", queued.meta)
-                    await actor.save()
-                    await actor.emit("agent_start", {}, request_id=queued.request_id)
+                    async with self._save_and_announce():
+                        queued = state.prompt_queue.pop(0)
+                        TurnRunner.begin(actor, queued.text, queued.request_id or "", queued.meta)
+                        await actor.save()
+                        await actor.emit("agent_start", {}, request_id=queued.request_id)
                 await self._run_turn()
         except asyncio.CancelledError:
             raise
@@ -215,34 +238,35 @@ class TurnRunner:
         actor = self._actor
         state = actor.state
         assert state is not None and state.current is not None
-        current = state.current
-        state.current = None
-        state.status = "idle"
-        await actor.save()
-        if message is not None:
+        async with self._save_and_announce():
+            current = state.current
+            state.current = None
+            state.status = "idle"
+            await actor.save()
+            if message is not None:
+                await actor.emit(
+                    "response_complete",
+                    {"message": message},
+                    request_id=current.request_id,
+                    turn=current.turn,
+                )
+            last = next((m for m in reversed(actor.history) if m.get("role") == "assistant"), None)
+            data: dict[str, Any] = {
+                "reason": reason,
+                "last_message": {"role": "assistant", "content": last.get("content", "")}
+                if last
+                else None,
+                "usage": current.usage.model_dump(),
+            }
+            if error is not None:
+                data["error"] = error
             await actor.emit(
-                "response_complete",
-                {"message": message},
+                "agent_end",
+                data,
                 request_id=current.request_id,
                 turn=current.turn,
+                meta=current.meta or None,
             )
-        last = next((m for m in reversed(actor.history) if m.get("role") == "assistant"), None)
-        data: dict[str, Any] = {
-            "reason": reason,
-            "last_message": {"role": "assistant", "content": last.get("content", "")}
-            if last
-            else None,
-            "usage": current.usage.model_dump(),
-        }
-        if error is not None:
-            data["error"] = error
-        await actor.emit(
-            "agent_end",
-            data,
-            request_id=current.request_id,
-            turn=current.turn,
-            meta=current.meta or None,
-        )
         _metrics.TURNS.labels(reason).inc()
 
 

@@ -259,7 +259,8 @@ class Worker:
         turns = [a.turn.task for a, _ in actors if a.turn is not None]
         if turns:  # let running steps reach a boundary; what is left resumes on the next owner
             await asyncio.wait(turns, timeout=self.settings.handover_grace_s)
-        for _, task in actors:
+        for actor, task in actors:
+            await actor.quiesce()
             task.cancel()
         await asyncio.gather(owned.task, *(t for _, t in actors), return_exceptions=True)
         if announce and self._placement is not None:
@@ -318,10 +319,15 @@ class Worker:
             excess = len(self._actors) - self.settings.max_resident_sessions
             if excess > 0:
                 idle = sorted(
-                    (a.last_used, sid, t) for sid, (a, t) in self._actors.items() if a.idle()
+                    (a.last_used, sid) for sid, (a, _) in self._actors.items() if a.idle()
                 )
-                for _, _, task in idle[:excess]:
-                    task.cancel()  # persisted at its last step; reloaded on its next command
+                for _, sid in idle[:excess]:
+                    entry = self._actors.get(sid)
+                    if entry is None:
+                        continue
+                    await entry[0].quiesce()
+                    if entry[0].idle():  # persisted; reloaded on its next command
+                        entry[1].cancel()
 
     # -- dead letters ------------------------------------------------------------------------
     async def _dead_letter(self, request: DeadLetterRequest) -> None:

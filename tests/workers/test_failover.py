@@ -87,10 +87,36 @@ async def test_worker_joining_takes_shards_without_loss_or_duplicates(
                     workers.add(event.worker or "")
         return len(ends) >= len(sent)
 
-    await eventually(all_ended, timeout=30, what="every prompt to end")
+    try:
+        await eventually(all_ended, timeout=30, what="every prompt to end")
+    except AssertionError as exc:
+        missing = sorted(set(sent) - set(ends))
+        trail = await _events_of(harness, missing[0])
+        raise AssertionError(
+            f"{exc}: {len(missing)} of {len(sent)} never ended, e.g. {missing[:5]}; "
+            f"events of the first: {trail}"
+        ) from None
     assert set(ends) == set(sent)
     assert max(ends.values()) == 1
     assert workers == {"w1", "w2"}
+
+
+async def _events_of(harness: Harness, request_id: str) -> list[tuple[str, str | None]]:
+    """(type, worker) of every stored event caused by `request_id` (diagnostics)."""
+    assert harness.fleet is not None
+    out = []
+    async with asyncio.timeout(5):
+        async for event in harness.fleet.subscribe(tenant="acme", since=0):
+            if event.request_id == request_id:
+                out.append((event.type, event.worker))
+            last = (
+                await harness.nc.jetstream().stream_info(  # type: ignore[union-attr]
+                    harness.settings.subjects.evt_stream
+                )
+            ).state.last_seq
+            if event.seq == last:
+                break
+    return out
 
 
 async def test_stale_owner_cannot_overwrite_state(harness_factory: Any) -> None:

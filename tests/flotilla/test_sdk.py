@@ -1,0 +1,66 @@
+"""The SDK's subscriptions: groups, replay cursors, gaps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas import Event
+from tests.conftest import Harness
+
+
+async def _until(stream: Any, done: Any) -> list[Event]:
+    seen: list[Event] = []
+    async for event in stream:
+        seen.append(event)
+        if done(seen):
+            return seen
+    return seen
+
+
+async def test_group_subscription_sees_every_session_of_the_group(fleet: Harness) -> None:
+    assert fleet.fleet is not None
+    a = await fleet.fleet.create_agent(model="mock:echo", group_id="room-7")
+    b = await fleet.fleet.create_agent(model="mock:echo", group_id="room-7")
+    outsider = await fleet.fleet.create_agent(model="mock:echo")
+    for session in (a, b, outsider):
+        await session.prompt("hi")
+        await session.collect_reply(timeout=5)
+    seen = await _until(
+        fleet.fleet.subscribe_group("room-7", since=0),
+        lambda s: sum(e.type == "agent_end" for e in s) == 2,
+    )
+    assert {e.sid for e in seen} == {a.sid, b.sid}
+    assert all(e.group == "room-7" for e in seen)
+
+
+async def test_a_cursor_older_than_retention_gets_stream_gap_first(
+    harness_factory: Any,
+) -> None:
+    harness: Harness = await harness_factory()
+    await harness.start_router()
+    await harness.start_worker("w1")
+    await harness.wait_all_shards({"w1"})
+    assert harness.fleet is not None and harness.nc is not None
+    session = await harness.fleet.create_agent(model="mock:echo")
+    await session.prompt("one")
+    await session.collect_reply(timeout=5)
+    js = harness.nc.jetstream()
+    stream = harness.settings.subjects.evt_stream
+    last = (await js.stream_info(stream)).state.last_seq
+    await js.purge_stream(stream, keep=1)  # what retention does to old events
+    await session.prompt("two")
+    await session.collect_reply(timeout=5)
+    seen = await _until(session.subscribe(since=1), lambda s: s[-1].type == "agent_end")
+    assert seen[0].type == "stream_gap"
+    assert seen[0].data == {"requested": 1, "first_available": last}
+    assert all(e.seq is not None and e.seq >= last for e in seen[1:])
+
+
+async def test_provider_opts_secrets_are_not_echoed_in_events(fleet: Harness) -> None:
+    assert fleet.fleet is not None
+    secret = "sk-test-0123456789abcdef"
+    session = await fleet.fleet.create_agent(model="mock:echo", provider_opts={"api_key": secret})
+    await session.prompt("hello")
+    await session.collect_reply(timeout=5)
+    seen = await _until(session.subscribe(since=0), lambda s: s[-1].type == "agent_end")
+    assert all(secret not in e.model_dump_json() for e in seen)
