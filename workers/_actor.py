@@ -232,13 +232,15 @@ class SessionActor:
             await self._apply(command, delivery)
         except CommandRejected as exc:
             await self._reject(delivery, exc)
-        except (Fenced, Conflict) as exc:
-            delivery.abandon()
-            if isinstance(exc, Conflict):
-                log.warning("session %s: %s; reloading", self.sid, exc)
-                self.state = None
-                return
+        except Fenced:
+            delivery.abandon()  # the new owner's consumer delivers it again
             raise
+        except Conflict as exc:
+            # another actor of this worker wrote meanwhile (a brief overlap while one closes):
+            # reload, and have the command back soon rather than after the ack wait
+            log.warning("session %s: %s; reloading", self.sid, exc)
+            self.state = None
+            await delivery.nak(0.05)
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.warning(
                 "session %s: %s; command %d will be redelivered", self.sid, exc, delivery.seq

@@ -140,8 +140,8 @@ class Worker:
 
     async def _drain(self) -> None:
         log.info("worker %s draining %d shards", self.worker_id, len(self._shards))
-        for shard in list(self._shards):
-            await self._release(shard, announce=True)
+        # in parallel: shutdown takes at most one handover grace, whatever the shard count
+        await asyncio.gather(*(self._release(shard, announce=True) for shard in list(self._shards)))
 
     def _start_metrics(self) -> None:
         port = self.settings.metrics_port
