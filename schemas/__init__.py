@@ -54,7 +54,7 @@ from schemas._options import (
     canonical_tool_name,
 )
 from schemas._registry import ProviderProfile, is_secret_opt
-from schemas._state import QueuedPrompt, SessionState, Status, TurnProgress
+from schemas._state import PendingEvent, QueuedPrompt, SessionState, Status, TurnProgress
 from schemas._subjects import CHANNELS, ShardedCommandSubject, Subjects
 
 __all__ = [
@@ -81,6 +81,7 @@ __all__ = [
     "EventSpec",
     "Hibernate",
     "HistoryMessage",
+    "PendingEvent",
     "PluginSpec",
     "Prompt",
     "ProviderProfile",

@@ -38,6 +38,17 @@ class TurnProgress(BaseModel):
     usage: Usage = Field(default_factory=Usage)
 
 
+class PendingEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    data: dict[str, Any]
+    turn: int
+    request_id: str | None = None
+    meta: dict[str, Any] | None = None
+    msg_id: str
+
+
 class SessionState(BaseModel):
     """Everything about a session except its message history."""
 
@@ -61,6 +72,9 @@ class SessionState(BaseModel):
     history_len: int = 0
     applied_seq: int = 0
     plugin_states: dict[str, Any] = Field(default_factory=dict)
+    unannounced: list[PendingEvent] = Field(default_factory=list)
+    """Events saved with the step that caused them and not yet known to be published; a
+    worker that loads the session publishes them again (the event stream dedupes by id)."""
 
     @property
     def group(self) -> str | None:

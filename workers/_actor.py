@@ -160,6 +160,8 @@ class SessionActor:
                 {"from": "snapshot", "worker": self._ctx.worker_id},
                 request_id=request_id,
             )
+        if self.state.unannounced:
+            await self._announce_unpublished()
         if self.state.current is not None or self.state.prompt_queue:
             self._start_turn(resumed=True)
 
@@ -200,6 +202,7 @@ class SessionActor:
         request_id: str | None = None,
         meta: dict[str, Any] | None = None,
         turn: int | None = None,
+        msg_id: str | None = None,
     ) -> None:
         state = self.state
         assert state is not None
@@ -212,7 +215,41 @@ class SessionActor:
             turn=state.turns if turn is None else turn,
             request_id=request_id,
             meta=meta,
+            msg_id=msg_id,
         )
+
+    async def _announce_unpublished(self) -> None:
+        """After a load: publish the saved events the previous owner did not get out."""
+        state = self.state
+        assert state is not None
+        stored = {
+            p.type: await self._ctx.events.last_stored(
+                tenant=state.tenant, group=state.group, sid=self.sid, type_=p.type
+            )
+            for p in state.unannounced
+        }
+        state.unannounced = [
+            p
+            for p in state.unannounced
+            if (stored[p.type] or {}).get("turn") != p.turn
+            or (stored[p.type] or {}).get("request_id") != p.request_id
+        ]
+        await self.announce_pending()
+
+    async def announce_pending(self) -> None:
+        """Publish the events saved as unannounced, then forget them (saved with the next step)."""
+        state = self.state
+        assert state is not None
+        for pending in state.unannounced:
+            await self.emit(
+                pending.type,
+                pending.data,
+                request_id=pending.request_id,
+                meta=pending.meta,
+                turn=pending.turn,
+                msg_id=pending.msg_id,
+            )
+        state.unannounced = []
 
     # -- commands ----------------------------------------------------------------------------
     async def _handle(self, delivery: Delivery) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
 
 from schemas import EVENT_CATALOG, Subjects
 from workers import _metrics
@@ -41,7 +42,9 @@ class EventPublisher:
         turn: int = 0,
         request_id: str | None = None,
         meta: dict[str, Any] | None = None,
+        msg_id: str | None = None,
     ) -> None:
+        """Publish one event; `msg_id` lets FLOTILLA_EVT drop a re-publication of it."""
         channel = EVENT_CATALOG[type_].channel
         envelope: dict[str, Any] = {
             "type": type_,
@@ -57,5 +60,18 @@ class EventPublisher:
         if meta:
             envelope["meta"] = meta
         subject = self._subjects.evt(tenant, group, sid, channel, type_)
-        await self._nc.publish(subject, orjson.dumps(envelope))
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        await self._nc.publish(subject, orjson.dumps(envelope), headers=headers)
         _PUBLISHED[channel].inc()
+
+    async def last_stored(
+        self, *, tenant: str, group: str | None, sid: str, type_: str
+    ) -> dict[str, Any] | None:
+        """The last event of `type_` of a session that FLOTILLA_EVT holds, if any."""
+        subject = self._subjects.evt(tenant, group, sid, EVENT_CATALOG[type_].channel, type_)
+        try:
+            msg = await self._nc.jetstream().get_last_msg(self._subjects.evt_stream, subject)
+        except NotFoundError:
+            return None
+        value = orjson.loads(msg.data or b"{}")
+        return value if isinstance(value, dict) else None

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from schemas import TurnProgress, Usage
+from schemas import PendingEvent, TurnProgress, Usage
 from workers import _metrics
 from workers._events import now_ms
 from workers._llm import LLMError, LLMRequest, LLMResponse
@@ -240,16 +240,6 @@ class TurnRunner:
         assert state is not None and state.current is not None
         async with self._save_and_announce():
             current = state.current
-            state.current = None
-            state.status = "idle"
-            await actor.save()
-            if message is not None:
-                await actor.emit(
-                    "response_complete",
-                    {"message": message},
-                    request_id=current.request_id,
-                    turn=current.turn,
-                )
             last = next((m for m in reversed(actor.history) if m.get("role") == "assistant"), None)
             data: dict[str, Any] = {
                 "reason": reason,
@@ -260,13 +250,29 @@ class TurnRunner:
             }
             if error is not None:
                 data["error"] = error
-            await actor.emit(
-                "agent_end",
-                data,
-                request_id=current.request_id,
-                turn=current.turn,
-                meta=current.meta or None,
-            )
+            state.current = None
+            state.status = "idle"
+            # agent_end is saved with the turn's end, so that it is published even if this
+            # worker dies right after the save: whoever loads the session next publishes it
+            state.unannounced = [
+                PendingEvent(
+                    type="agent_end",
+                    data=data,
+                    turn=current.turn,
+                    request_id=current.request_id,
+                    meta=current.meta or None,
+                    msg_id=f"{actor.sid}.{current.turn}.agent_end",
+                )
+            ]
+            await actor.save()
+            if message is not None:
+                await actor.emit(
+                    "response_complete",
+                    {"message": message},
+                    request_id=current.request_id,
+                    turn=current.turn,
+                )
+            await actor.announce_pending()
         _metrics.TURNS.labels(reason).inc()
 
 
