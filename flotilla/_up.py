@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from flotilla.embedded import EmbeddedServer, start_nats, start_redis
 from flotilla.settings import Settings
@@ -117,7 +116,3 @@ def _stop_all(children: list[subprocess.Popen[bytes]], servers: list[EmbeddedSer
             child.kill()
     for server in reversed(servers):
         server.stop()
-
-
-def default_data_dir() -> Path:
-    return Path(".flotilla")

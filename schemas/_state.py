@@ -79,7 +79,3 @@ class SessionState(BaseModel):
     @property
     def group(self) -> str | None:
         return self.options.group_id
-
-    @property
-    def busy(self) -> bool:
-        return self.current is not None
