@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import nats.errors
 import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -18,7 +19,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, NotFoundError
 
 from flotilla._connect import connect_nats
-from flotilla.errors import CommandError, ReplyTimeout
+from flotilla.errors import CommandError, ReplyTimeout, UnavailableError
 from flotilla.placement import Assignment, Heartbeat, parse_key
 from flotilla.settings import Settings
 from schemas import (
@@ -89,11 +90,20 @@ class Fleet:
         command.setdefault("id", new_command_id())
         command.setdefault("ts", int(time.time() * 1000))
         command["op"] = op
-        await self._js.publish(
-            self.subjects.cmd(self.tenant, sid, op),
-            orjson.dumps(command),
-            headers={"Nats-Msg-Id": str(command["id"])},
-        )
+        try:
+            await self._js.publish(
+                self.subjects.cmd(self.tenant, sid, op),
+                orjson.dumps(command),
+                headers={"Nats-Msg-Id": str(command["id"])},
+            )
+        except nats.errors.MaxPayloadError as exc:
+            raise CommandError(
+                f"command too large for NATS: {exc}",
+                code="too_large",
+                command_id=str(command["id"]),
+            ) from None
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise UnavailableError(f"the command stream did not confirm {op}: {exc!r}") from exc
         return str(command["id"])
 
     async def create_agent(

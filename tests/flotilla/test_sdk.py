@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from flotilla import CommandError
 from schemas import Event
 from tests.conftest import Harness
 
@@ -64,3 +67,13 @@ async def test_provider_opts_secrets_are_not_echoed_in_events(fleet: Harness) ->
     await session.collect_reply(timeout=5)
     seen = await _until(session.subscribe(since=0), lambda s: s[-1].type == "agent_end")
     assert all(secret not in e.model_dump_json() for e in seen)
+
+
+async def test_a_command_over_the_nats_payload_limit_is_refused_at_send(fleet: Harness) -> None:
+    assert fleet.fleet is not None
+    session = await fleet.fleet.create_agent(model="mock:echo")
+    with pytest.raises(CommandError) as info:
+        await session.prompt("x" * (2 * 1024 * 1024))
+    assert info.value.code == "too_large"
+    await session.prompt("small")
+    assert await session.collect_reply(timeout=5) == "echo: small"
