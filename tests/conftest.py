@@ -130,6 +130,14 @@ class Harness:
         await worker.ready.wait()
         return worker
 
+    async def start_fleet(self, *workers: str) -> Harness:
+        """A router and in-process workers, returning once every shard is consumed."""
+        await self.start_router()
+        for worker_id in workers:
+            await self.start_worker(worker_id)
+        await self.wait_all_shards(set(workers))
+        return self
+
     def spawn_worker(self, worker_id: str) -> WorkerProcess:
         process = WorkerProcess(self.settings, worker_id, self.tmp / f"{worker_id}.log")
         self.processes.append(process)
@@ -212,10 +220,7 @@ async def harness_factory(
 async def fleet(harness_factory: Callable[..., Awaitable[Harness]]) -> Harness:
     """A running fleet: one router and one in-process worker owning every shard."""
     harness = await harness_factory()
-    await harness.start_router()
-    await harness.start_worker("w1")
-    await harness.wait_all_shards({"w1"})
-    return harness
+    return await harness.start_fleet("w1")
 
 
 def decode(data: bytes) -> dict[str, Any]:

@@ -40,9 +40,7 @@ async def test_a_cursor_older_than_retention_gets_stream_gap_first(
     harness_factory: Any,
 ) -> None:
     harness: Harness = await harness_factory()
-    await harness.start_router()
-    await harness.start_worker("w1")
-    await harness.wait_all_shards({"w1"})
+    await harness.start_fleet("w1")
     assert harness.fleet is not None and harness.nc is not None
     session = await harness.fleet.create_agent(model="mock:echo")
     await session.prompt("one")

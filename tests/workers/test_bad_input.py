@@ -83,9 +83,7 @@ async def test_bad_group_id_in_create_is_refused(fleet: Harness) -> None:
 
 async def test_oversize_command_is_refused_as_too_large(harness_factory: object) -> None:
     harness: Harness = await harness_factory(max_command_bytes=1024)  # type: ignore[operator]
-    await harness.start_router()
-    await harness.start_worker("w1")
-    await harness.wait_all_shards({"w1"})
+    await harness.start_fleet("w1")
     assert harness.fleet is not None
     session = await harness.fleet.create_agent(model="mock:echo")
     big = orjson.dumps({"op": "prompt", "text": "x" * 2000})

@@ -57,9 +57,7 @@ async def test_worker_joining_takes_shards_without_loss_or_duplicates(
     harness_factory: Any,
 ) -> None:
     harness: Harness = await harness_factory()
-    await harness.start_router()
-    await harness.start_worker("w1")
-    await harness.wait_all_shards({"w1"})
+    await harness.start_fleet("w1")
     assert harness.fleet is not None
     sessions = [await harness.fleet.create_agent(model="mock:echo") for _ in range(12)]
     sent: list[str] = []

@@ -119,9 +119,7 @@ async def test_hibernated_session_resumes_on_the_next_prompt(fleet: Harness) -> 
 
 async def test_router_hibernates_idle_sessions(harness_factory: object) -> None:
     harness: Harness = await harness_factory(hibernate_after_ms=300)  # type: ignore[operator]
-    await harness.start_router()
-    await harness.start_worker("w1")
-    await harness.wait_all_shards({"w1"})
+    await harness.start_fleet("w1")
     assert harness.fleet is not None
     session = await harness.fleet.create_agent(model="mock:echo")
     await session.prompt("hi")
