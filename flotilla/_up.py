@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from flotilla.embedded import EmbeddedServer, start_nats, start_redis
 from flotilla.settings import Settings
@@ -21,6 +22,25 @@ Try it (mock:echo needs no API key):
 or from Python with plain nats-py (see README "Publish a command with plain nats-py"):
   NATS_URL={nats}
 """
+
+
+def spawn_component(role: str, settings: Settings, *, log: Path) -> subprocess.Popen[bytes]:
+    """Run `flotilla <role>` as a child process configured by `settings`, output to `log`.
+
+    The child gets its own session: a terminal's Ctrl-C reaches only the parent, which stops
+    each child with one SIGTERM (a second signal would make it exit without draining).
+    """
+    env = dict(os.environ)
+    env.update(settings.to_env())
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "flotilla", role],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _step(label: str) -> float:
@@ -57,34 +77,14 @@ def run_up(settings: Settings, *, workers: int, embedded_nats: bool, embedded_re
             servers.append(start_redis(data_dir, port=6379))
             settings = settings.with_overrides(redis_url=servers[-1].url)
             _done(t, settings.redis_url)
-        env = dict(os.environ)
-        env.update(
-            {
-                "FLOTILLA_NATS_URL": settings.nats_url,
-                "FLOTILLA_REDIS_URL": settings.redis_url,
-                "FLOTILLA_PREFIX": settings.prefix,
-                "FLOTILLA_SHARDS": str(settings.shards),
-                "FLOTILLA_DATA_DIR": str(data_dir),
-            }
-        )
         logs = data_dir / "logs"
         logs.mkdir(exist_ok=True)
         roles = [("router", "router")] + [("worker", f"worker-{i + 1}") for i in range(workers)]
         for role, name in roles:
             t = _step(f"starting {name}")
-            child_env = dict(env)
-            if role == "worker":
-                child_env["FLOTILLA_WORKER_ID"] = f"{os.uname().nodename}-{name}"
-            log_file = (logs / f"{name}.log").open("ab")
-            children.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "flotilla", role],
-                    env=child_env,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
-            )
+            node = f"{os.uname().nodename}-{name}"
+            child = settings.with_overrides(worker_id=node, router_id=node)
+            children.append(spawn_component(role, child, log=logs / f"{name}.log"))
             _done(t, f"logs: {logs / (name + '.log')}")
         print()
         print(f"NATS:  {settings.nats_url}")

@@ -6,7 +6,6 @@ import asyncio
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,6 +19,7 @@ from nats.aio.client import Client as NATS
 
 from flotilla import Fleet, Settings
 from flotilla._connect import connect_nats
+from flotilla._up import spawn_component
 from flotilla.embedded import start_nats, start_redis
 from router import Router
 from workers import Worker
@@ -68,27 +68,9 @@ class WorkerProcess:
     """A worker in its own process, for fault injection (SIGKILL, SIGSTOP)."""
 
     def __init__(self, settings: Settings, worker_id: str, log: Path) -> None:
-        env = dict(os.environ)
-        env.update(
-            {
-                "FLOTILLA_NATS_URL": settings.nats_url,
-                "FLOTILLA_REDIS_URL": settings.redis_url,
-                "FLOTILLA_PREFIX": settings.prefix,
-                "FLOTILLA_SHARDS": str(settings.shards),
-                "FLOTILLA_WORKER_ID": worker_id,
-                "FLOTILLA_METRICS_PORT": "off",
-                "FLOTILLA_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
-                "FLOTILLA_HANDOVER_GRACE_S": str(settings.handover_grace_s),
-            }
-        )
         self.worker_id = worker_id
-        self._log = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "flotilla", "worker"],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+        self.process = spawn_component(
+            "worker", settings.with_overrides(worker_id=worker_id), log=log
         )
 
     def signal(self, sig: signal.Signals) -> None:
@@ -99,7 +81,6 @@ class WorkerProcess:
             self.process.send_signal(signal.SIGCONT)
             self.process.kill()
             self.process.wait()
-        self._log.close()
 
 
 class Harness:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flotilla._up import spawn_component
 from flotilla.embedded import EmbeddedServer, start_nats, start_redis
 from flotilla.settings import Settings
 
@@ -35,26 +35,10 @@ class BenchStack:
             metrics_port=None,
         ).with_overrides(**overrides)
         stack = cls(settings, data, [nats_server, redis_server])
-        env = dict(os.environ)
-        env.update(
-            {
-                "FLOTILLA_NATS_URL": settings.nats_url,
-                "FLOTILLA_REDIS_URL": settings.redis_url,
-                "FLOTILLA_PREFIX": settings.prefix,
-                "FLOTILLA_METRICS_PORT": "off",
-                "FLOTILLA_SHARDS": str(settings.shards),
-                "FLOTILLA_HIBERNATE_AFTER_MS": str(settings.hibernate_after_ms),
-            }
-        )
         roles = [("router", "router")] + [("worker", f"bench-w{i}") for i in range(workers)]
         for role, name in roles:
-            child_env = dict(env, FLOTILLA_WORKER_ID=name)
-            log = (data / f"{name}.log").open("ab")
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "flotilla", role],
-                env=child_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+            proc = spawn_component(
+                role, settings.with_overrides(worker_id=name), log=data / f"{name}.log"
             )
             stack.processes.append(proc)
             if role == "worker":
