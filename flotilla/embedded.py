@@ -19,6 +19,8 @@ __all__ = ["EmbeddedServer", "free_port", "start_nats", "start_redis"]
 def free_port(preferred: int = 0) -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now (`preferred` when free)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as the servers do: connections in TIME_WAIT must not make a port look taken
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", preferred))
         except OSError:

@@ -185,7 +185,7 @@ async def harness_factory(
     created: list[Harness] = []
 
     async def make(**overrides: Any) -> Harness:
-        settings = test_settings(*servers, **overrides)
+        settings = test_settings(**{"nats_url": servers[0], "redis_url": servers[1], **overrides})
         harness = Harness(settings, tmp_path)
         harness.nc = await connect_nats(settings, name="test")
         harness.fleet = await Fleet.connect(settings=settings, tenant="acme")

@@ -38,7 +38,7 @@ from workers._context import DeadLetterRequest, WorkerContext
 from workers._delivery import Delivery
 from workers._events import now_ms
 from workers._turn import TurnRunner
-from workers.errors import CommandRejected, Conflict, Fenced
+from workers.errors import CommandRejected, Conflict, Fenced, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ class SessionActor:
             log.warning("session %s: %s; reloading", self.sid, exc)
             self.state = None
             await delivery.nak(0.05)
-        except (ConnectionError, TimeoutError, OSError) as exc:
+        except StoreUnavailable as exc:
             log.warning(
                 "session %s: %s; command %d will be redelivered", self.sid, exc, delivery.seq
             )

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from flotilla.keys import RedisKeys
 from workers import _metrics, _scripts
-from workers.errors import Conflict, Fenced
+from workers.errors import Conflict, Fenced, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class SessionStore:
             self._flusher = None
         for _, future in self._queue:
             if not future.done():
-                future.set_exception(ConnectionError("session store closed"))
+                future.set_exception(StoreUnavailable("session store closed"))
         self._queue.clear()
 
     async def _load_scripts(self) -> None:
@@ -190,10 +190,10 @@ class SessionStore:
                     getattr(pipe, method)(*args)
             try:
                 results = await pipe.execute(raise_on_error=False)
-            except Exception as exc:  # connection-level failure: every caller sees it
+            except (RedisError, OSError) as exc:  # connection-level: every caller sees it
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(exc)
+                        future.set_exception(StoreUnavailable(f"redis: {exc!r}"))
                 return
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
                 # Redis restarted or flushed its script cache; a SHA names its script's text,

@@ -15,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 
+import nats.errors
 import orjson
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -35,9 +36,12 @@ from workers._intake import MAX_OUTSTANDING, ShardIntake
 from workers._mock import MockLLM
 from workers._slots import SlotPool
 from workers._store import SessionStore
+from workers.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
+TAKE_RETRY_FIRST_S = 0.2
+TAKE_RETRY_CAP_S = 5.0
 _KV_KEY = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
 
 
@@ -212,7 +216,28 @@ class Worker:
         )
 
     async def _take(self, assignment: Assignment) -> None:
-        """Wait (bounded) for the previous owner to let go, then consume the shard."""
+        """Wait (bounded) for the previous owner to let go, then consume the shard.
+
+        Starting to consume needs JetStream and Redis; while either fails, retry with a
+        capped backoff for as long as the assignment holds (a new one cancels this task).
+        """
+        await self._wait_for_release(assignment)
+        delay = TAKE_RETRY_FIRST_S
+        while True:
+            try:
+                await self._consume(assignment)
+                return
+            except (StoreUnavailable, nats.errors.Error) as exc:
+                log.warning(
+                    "shard %d: cannot start consuming (%r); retrying in %.1f s",
+                    assignment.shard,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, TAKE_RETRY_CAP_S)
+
+    async def _wait_for_release(self, assignment: Assignment) -> None:
         shard = assignment.shard
         if assignment.prev and assignment.prev != self.worker_id:
             deadline = time.monotonic() + self.settings.handover_grace_s
@@ -230,6 +255,9 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(remaining):
                         await self._released_changed.wait()
+
+    async def _consume(self, assignment: Assignment) -> None:
+        shard = assignment.shard
         assert self._nc is not None and self._js is not None and self._ctx is not None
         intake = ShardIntake(
             nc=self._nc,

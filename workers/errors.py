@@ -3,6 +3,8 @@
 WorkerError                  root
 ├── Fenced                   a newer owner holds the session; drop it, never retry
 ├── Conflict                 the session changed under us (version mismatch); reload
+├── StoreUnavailable         Redis failed at the connection level; the write may or may
+│                            not have landed (reload, have the command redelivered)
 └── CommandRejected          a command that cannot be applied: `code` (PROTOCOL §3)
                              decides between an error event and a dead letter
 """
@@ -20,6 +22,10 @@ class Fenced(WorkerError):
 
 class Conflict(WorkerError):
     """A compare-and-set found another version than the one this actor holds."""
+
+
+class StoreUnavailable(WorkerError):
+    """The session store failed at the connection level; redis-py's errors end here."""
 
 
 DEAD_LETTER_CODES = frozenset({"invalid_command", "session_not_found", "forbidden", "too_large"})
