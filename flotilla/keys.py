@@ -21,6 +21,18 @@ class RedisKeys:
         """List: the session's messages, appended at step boundaries."""
         return f"{self.prefix}:h:{{{sid}}}"
 
+    def workspace(self, sid: str) -> str:
+        """Hash: the session workspace, relative file path → content (bytes)."""
+        return f"{self.prefix}:ws:{{{sid}}}"
+
+    def checkpoint(self, sid: str, checkpoint_id: str) -> str:
+        """Hash: one checkpoint: `d` state JSON, `h` history (JSON list), `w` workspace."""
+        return f"{self.prefix}:ck:{{{sid}}}:{checkpoint_id}"
+
+    def checkpoints(self, sid: str) -> str:
+        """Sorted set: checkpoint id → creation time (ms), for listing and the count limit."""
+        return f"{self.prefix}:cks:{{{sid}}}"
+
     def active(self, shard: int) -> str:
         """Set: sessions of `shard` whose persisted state shows an unfinished turn."""
         return f"{self.prefix}:active:{shard}"

@@ -44,6 +44,22 @@ class Settings:
     hibernate_after_ms: int = 600_000
     metrics_port: int | None = 0
     metrics_host: str = "127.0.0.1"
+    # tools
+    shell_enabled: bool = False
+    tool_timeout_s: float = 60.0
+    tool_result_max_chars: int = 16_000
+    workspace_backend: str = "redis"
+    workspace_max_file_bytes: int = 8 * 1024 * 1024
+    workspace_max_bytes: int = 64 * 1024 * 1024
+    custom_tools: tuple[str, ...] = ()
+    custom_plugins: tuple[str, ...] = ()
+    blueprints: tuple[str, ...] = ()
+    callback_allow: tuple[str, ...] = ()
+    tenant_secrets: str = ""
+    # sessions
+    checkpoint_ttl_s: float = 7 * 24 * 3600.0
+    max_checkpoints: int = 20
+    subagent_max_depth: int = 3
     # router
     router_id: str = field(default_factory=_default_worker_id)
     sweep_interval_s: float = 1.0
@@ -51,6 +67,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not 1 <= self.shards <= 4096:
             raise ValueError("shards must be within 1..4096")
+        if self.workspace_backend not in ("redis", "dir"):
+            raise ValueError("workspace_backend must be 'redis' or 'dir'")
         Subjects(self.prefix)  # validates the prefix
 
     @property
@@ -71,6 +89,8 @@ class Settings:
         env = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
             env[f"FLOTILLA_{f.name.upper()}"] = "off" if value is None else str(value)
         return env
 
@@ -97,6 +117,20 @@ def _coerce(type_name: object, raw: str, name: str) -> Any:
             return float(raw)
         if text == "Path":
             return Path(raw)
+        if text == "bool":
+            return _boolean(raw)
+        if text.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError as exc:
         raise ValueError(f"FLOTILLA_{name.upper()}={raw!r} is not a valid {text}") from exc
     return raw
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(raw)
+

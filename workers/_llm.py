@@ -18,6 +18,7 @@ class LLMResponse:
     text: str = ""
     thinking: str = ""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """`[{"call_id", "name", "arguments": {...}}]`; call_id may be empty (the engine fills it)."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -33,15 +34,20 @@ class LLMRequest:
     max_tokens: int | None
     script_cursor: int = 0
     prompt_chars: int = 0
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    """OpenAI-style function declarations (`ToolSpec.for_llm()`)."""
 
 
 class LLMError(Exception):
     """A failed LLM call; `retryable` decides between `retry` and ending the turn."""
 
-    def __init__(self, code: str, message: str, *, retryable: bool) -> None:
+    def __init__(
+        self, code: str, message: str, *, retryable: bool, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class LLM(Protocol):
