@@ -15,6 +15,7 @@ from schemas._commands import (
     Create,
     DetachTool,
     Hibernate,
+    ParentRef,
     Prompt,
     Reject,
     Respond,
@@ -54,7 +55,19 @@ from schemas._options import (
     canonical_tool_name,
 )
 from schemas._registry import ProviderProfile, is_secret_opt
-from schemas._state import PendingEvent, QueuedPrompt, SessionState, Status, TurnProgress
+from schemas._state import (
+    OutboxCommand,
+    ParentLink,
+    PendingApproval,
+    PendingEvent,
+    PendingQuestion,
+    QueuedPrompt,
+    SessionState,
+    Status,
+    SteeringItem,
+    ToolCallRecord,
+    TurnProgress,
+)
 from schemas._subjects import CHANNELS, ShardedCommandSubject, Subjects
 
 __all__ = [
@@ -81,7 +94,12 @@ __all__ = [
     "EventSpec",
     "Hibernate",
     "HistoryMessage",
+    "OutboxCommand",
+    "ParentLink",
+    "ParentRef",
+    "PendingApproval",
     "PendingEvent",
+    "PendingQuestion",
     "PluginSpec",
     "Prompt",
     "ProviderProfile",
@@ -93,11 +111,13 @@ __all__ = [
     "ShardedCommandSubject",
     "Status",
     "Steer",
+    "SteeringItem",
     "Stop",
     "SubAgentSpec",
     "Subjects",
     "SwitchModel",
     "Token",
+    "ToolCallRecord",
     "TurnProgress",
     "UpdatePluginOpts",
     "Usage",

@@ -17,9 +17,20 @@ class _Command(WireModel):
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
+class ParentRef(WireModel):
+    """Set by the fleet on a sub-agent's `create`: the parent session and the pending ref."""
+
+    sid: Token
+    ref: Token
+    depth: int = Field(default=1, ge=1)
+    task: str = Field(min_length=1)
+    """The task description: the sub-agent's first prompt."""
+
+
 class Create(SessionOptions, _Command):
     op: Literal["create"] = "create"
     from_checkpoint: CheckpointRef | None = None
+    parent: ParentRef | None = None
 
 
 class Prompt(_Command):

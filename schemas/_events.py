@@ -279,6 +279,7 @@ EVENT_CATALOG: dict[str, EventSpec] = {
     "tool_blocked": EventSpec("monitor", ToolIncident),
     "tool_killed": EventSpec("monitor", ToolIncident),
     "tool_call_unknown": EventSpec("monitor", ToolIncident),
+    "tool_skipped_for_steering": EventSpec("monitor", ToolIncident),
     "loop_detected": EventSpec("monitor", Freeform),
     "context_overflow": EventSpec("monitor", Freeform),
     "stream_stalled": EventSpec("monitor", Freeform),

@@ -47,6 +47,8 @@ class SubAgentSpec(WireModel):
     tools: list[str] = Field(default_factory=list)
     prompt_mode: PromptMode = "task"
     user_data: dict[str, Any] | None = None
+    provider_opts: dict[str, Any] | None = None
+    max_turns: int | None = Field(default=None, gt=0)
 
 
 class Compactor(WireModel):

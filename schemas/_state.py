@@ -24,6 +24,22 @@ class QueuedPrompt(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
+class ToolCallRecord(BaseModel):
+    """One call of the current tool batch; its result is recorded once and never redone."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    call_id: str
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    status: Literal["pending", "running", "awaiting", "done"] = "pending"
+    result: str | None = None
+    is_error: bool = False
+    approved: bool = False
+    started_ms: int | None = None
+    ended_ms: int | None = None
+
+
 class TurnProgress(BaseModel):
     """Where the running turn is: enough for another worker to continue it."""
 
@@ -36,6 +52,72 @@ class TurnProgress(BaseModel):
     started_ms: int = 0
     history_start: int = 0
     usage: Usage = Field(default_factory=Usage)
+    batch: list[ToolCallRecord] = Field(default_factory=list)
+    """The calls of the last assistant message, until all their results are in the history."""
+    suspended: bool = False
+    """Waiting for an approval, an answer or a sub-agent: no task runs the turn meanwhile."""
+    follow_ups: list[str] = Field(default_factory=list)
+    """User messages to add before the next LLM request (plugin interventions, a prompt that
+    resumes a turn after `approve(auto_resume=false)`)."""
+    recent_calls: list[str] = Field(default_factory=list)
+
+
+class SteeringItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    ref: str
+    text: str
+    request_id: str | None = None
+    queued_ms: int = 0
+
+
+class PendingApproval(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    approval_id: str
+    call_id: str
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    family: str = "*"
+    hint: str | None = None
+    requested_at: int = 0
+    expires_ms: int | None = None
+    decision: Literal["approved", "rejected"] | None = None
+
+
+class PendingQuestion(BaseModel):
+    """An `ask_user` call waiting for `respond`, or a `task` call waiting for its sub-agent."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    ref: str
+    call_id: str
+    kind: Literal["ask_user", "subagent"] = "ask_user"
+    question: str = ""
+    options: list[str] | None = None
+    child_sid: str | None = None
+
+
+class ParentLink(BaseModel):
+    """Set on a sub-agent: where to report the end of its task."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    sid: str
+    ref: str
+    reported: bool = False
+
+
+class OutboxCommand(BaseModel):
+    """A command to another session, saved with the step that decided it and published after
+    the save (again by the next owner if this worker dies first; the stream dedupes by id)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    sid: str
+    op: str
+    body: dict[str, Any]
+    msg_id: str
 
 
 class PendingEvent(BaseModel):
@@ -72,6 +154,20 @@ class SessionState(BaseModel):
     history_len: int = 0
     applied_seq: int = 0
     plugin_states: dict[str, Any] = Field(default_factory=dict)
+    plugin_opts: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Options set by `update_plugin_opts`, over those given at `create`."""
+    deferred_plugin_opts: list[dict[str, Any]] = Field(default_factory=list)
+    provider_opts: dict[str, Any] = Field(default_factory=dict)
+    tools: list[str] = Field(default_factory=list)
+    callback_tools: list[dict[str, Any]] = Field(default_factory=list)
+    steering_queue: list[SteeringItem] = Field(default_factory=list)
+    pending_approvals: list[PendingApproval] = Field(default_factory=list)
+    pending_questions: list[PendingQuestion] = Field(default_factory=list)
+    allowlist: list[tuple[str, str]] = Field(default_factory=list)
+    todos: list[dict[str, Any]] = Field(default_factory=list)
+    parent: ParentLink | None = None
+    depth: int = 0
+    outbox: list[OutboxCommand] = Field(default_factory=list)
     unannounced: list[PendingEvent] = Field(default_factory=list)
     """Events saved with the step that caused them and not yet known to be published; a
     worker that loads the session publishes them again (the event stream dedupes by id)."""

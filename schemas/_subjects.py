@@ -66,6 +66,11 @@ class Subjects:
         """KV: `leader` → the router replica that currently leads, and `activity` bookkeeping."""
         return f"{self._upper}_ROUTER"
 
+    @property
+    def tools_bucket(self) -> str:
+        """KV: `<tenant>.<name>` → the spec of an external tool, refreshed while it is served."""
+        return f"{self._upper}_TOOLS"
+
     def shard_consumer(self, shard: int) -> str:
         return f"shard-{shard}"
 
@@ -140,3 +145,8 @@ class Subjects:
 
     def audit(self, tenant: str, action: str) -> str:
         return f"{self.prefix}.audit.{tenant}.{action.replace('.', '_')}"
+
+    # -- external tools ----------------------------------------------------------------------
+    def tool(self, tenant: str, name: str) -> str:
+        """Where a worker sends a request to an external tool (request/reply, queue group)."""
+        return f"{self.prefix}.tool.{tenant}.{name}"

@@ -5,40 +5,35 @@ step boundary, so any worker can continue where this one stopped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, assert_never
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
+from flotilla.settings import Settings
 from schemas import (
     COMMAND_ADAPTER,
-    Abort,
-    Approve,
-    AttachTool,
-    Checkpoint,
     Command,
     Create,
-    DetachTool,
-    Hibernate,
-    Prompt,
-    QueuedPrompt,
-    Reject,
-    Respond,
     SessionState,
-    Steer,
-    Stop,
-    SwitchModel,
-    UpdatePluginOpts,
+    ToolCallRecord,
+    TurnProgress,
     is_token,
 )
-from workers import _metrics
+from workers import _metrics, _ops
+from workers._prompting import system_prompt
+from workers._subagents import abort_children, report_to_parent, spawn
 from workers._context import DeadLetterRequest, WorkerContext
 from workers._delivery import Delivery
 from workers._events import now_ms
+from workers._hooks import SessionHooks
 from workers._turn import TurnRunner
 from workers.errors import CommandRejected, Conflict, Fenced, StoreUnavailable
+from workers.plugins import Hook, PluginChain, PluginLoadError, load_plugins
+from workers.tools import SubagentEffect, Tool, Workspace, open_workspace
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +74,25 @@ class SessionActor:
         self._keep = -1
         self._save_lock = asyncio.Lock()
         self.turn: TurnRunner | None = None
+        self.hooks = SessionHooks(self, PluginChain([]))
+        self._workspace: Workspace | None = None
+        self._lingering: set[asyncio.Task[Any]] = set()
+        self._timers: dict[str, asyncio.Task[None]] = {}
+        self.last_prompt_tokens = 0
+        self.last_subagent_error = ""
         self.last_used = 0.0
         self.closed = False
         self.needs_resume = False
         self._handled = asyncio.Event()
         self._handled.set()
+
+    @property
+    def settings(self) -> Settings:
+        return self._ctx.settings
+
+    @property
+    def ctx(self) -> WorkerContext:
+        return self._ctx
 
     # -- the actor loop ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -113,7 +122,8 @@ class SessionActor:
             self.closed = True
             if isinstance(item, Delivery):
                 item.abandon()  # taken from the mailbox, not applied: redelivered later
-            await self._stop_turn()
+            await self.stop_turn()
+            await self._drop_background()
             while not self.mailbox.empty():
                 queued = self.mailbox.get_nowait()
                 if isinstance(queued, Delivery):
@@ -130,48 +140,123 @@ class SessionActor:
 
     def fail(self, exc: BaseException) -> None:
         """Called by the turn task when it cannot go on: the actor drops the session."""
-        log.warning("session %s: turn stopped: %r", self.sid, exc)
+        expected = isinstance(exc, Fenced | StoreUnavailable | Conflict)
+        log.warning("session %s: turn stopped: %r", self.sid, exc, exc_info=not expected)
         self.needs_resume = not isinstance(exc, Fenced)
         self.mailbox.put_nowait(_Failed(exc))
 
     def idle(self) -> bool:
         return self.turn is None and self.mailbox.empty()
 
-    async def _stop_turn(self) -> None:
+    async def stop_turn(self, *, detach: set[str] | None = None) -> None:
         if self.turn is not None:
-            await self.turn.cancel()
+            await self.turn.cancel(detach=detach)
             self.turn = None
+
+    def start_turn(self, *, resumed: bool = False, end_reason: str | None = None) -> None:
+        self.turn = TurnRunner(self, self._ctx, resumed=resumed, end_reason=end_reason)
+
+    def linger(self, task: asyncio.Task[Any]) -> None:
+        """Keep a tool call the user chose not to kill running; its result is dropped."""
+        self._lingering.add(task)
+        task.add_done_callback(self._lingering.discard)
+
+    async def _drop_background(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        for task in self._lingering:
+            task.cancel()
+        await asyncio.gather(*self._timers.values(), *self._lingering, return_exceptions=True)
+        self._timers.clear()
+        self._lingering.clear()
 
     # -- loading and saving ------------------------------------------------------------------
     async def _load(self, request_id: str | None = None) -> None:
         loaded = await self._ctx.store.load(self.sid, epoch=self.epoch)
         if loaded is None:
             return
-        self.state = SessionState.model_validate_json(loaded.state)
+        state = self.state = SessionState.model_validate_json(loaded.state)
         self.version = loaded.version
-        self.history = [orjson.loads(raw) for raw in loaded.history[: self.state.history_len]]
+        self.history = [orjson.loads(raw) for raw in loaded.history[: state.history_len]]
         self.history_chars = sum(len(m.get("content") or "") for m in self.history)
-        if len(loaded.history) != self.state.history_len:
-            self._keep = self.state.history_len  # drop entries of a write that was fenced
-        if self.state.status == "hibernated":
-            self.state.status = "idle"
+        if len(loaded.history) != state.history_len:
+            self._keep = state.history_len  # drop entries of a write that was fenced
+        self.attach_plugins()
+        if state.status == "hibernated":
+            state.status = "idle"
             await self.emit(
                 "session_resumed",
                 {"from": "snapshot", "worker": self._ctx.worker_id},
                 request_id=request_id,
             )
-        if self.state.unannounced:
+        if state.unannounced:
             await self._announce_unpublished()
-        if self.state.current is not None or self.state.prompt_queue:
-            self._start_turn(resumed=True)
+        if state.outbox:
+            await self.flush_outbox()
+        self.arm_timers()
+        current = state.current
+        if (current is not None and not current.suspended) or (
+            current is None and state.prompt_queue
+        ):
+            self.start_turn(resumed=True)
+
+    def attach_plugins(self) -> None:
+        """Build the session's plugin chain from its options and hot-updated opts."""
+        state = self.state
+        assert state is not None
+        specs: list[Any] = []
+        for spec in state.options.plugins:
+            if isinstance(spec, str):
+                specs.append(spec)
+            else:
+                specs.append({"name": spec.name, "opts": spec.opts})
+        try:
+            chain = PluginChain(load_plugins(specs, extra=self.settings.custom_plugins))
+        except PluginLoadError as exc:
+            raise CommandRejected("plugin_unavailable", str(exc)) from None
+        for name, opts in state.plugin_opts.items():
+            chain.update_opts(name, opts)
+        self.hooks = SessionHooks(self, chain)
+
+    @property
+    def workspace(self) -> Workspace:
+        if self._workspace is None:
+            state = self.state
+            assert state is not None
+            self._workspace = open_workspace(
+                settings=self.settings,
+                redis=self._ctx.store.redis,
+                keys=self._ctx.store.keys,
+                tenant=state.tenant,
+                sid=self.sid,
+            )
+        return self._workspace
 
     def append_message(self, message: dict[str, Any]) -> None:
         self.history.append(message)
         self.history_chars += len(message.get("content") or "")
         self._unsaved.append(orjson.dumps(message))
 
+    def replace_history(self, messages: list[dict[str, Any]]) -> None:
+        """Rewrite the whole history at the next save (compaction, rollback)."""
+        self.history = list(messages)
+        self.history_chars = sum(len(m.get("content") or "") for m in self.history)
+        self._keep = 0
+        self._unsaved = [orjson.dumps(m) for m in self.history]
+
+    def truncate_history(self, length: int) -> None:
+        """Forget every message from `length` on (rollback of a turn)."""
+        self.history = self.history[:length]
+        self.history_chars = sum(len(m.get("content") or "") for m in self.history)
+        self._keep = length
+        self._unsaved = []
+
     async def save(self) -> None:
-        """Persist the state and the messages appended since the last save (a step boundary)."""
+        """Persist the state and the messages appended since the last save (a step boundary).
+
+        A save that has been sent is seen through even if the caller is cancelled meanwhile:
+        the version this actor holds must be the one Redis holds.
+        """
         state = self.state
         assert state is not None
         async with self._save_lock:
@@ -181,18 +266,27 @@ class SessionActor:
             keep, self._keep = self._keep, -1
             idle = state.current is None and state.status == "idle"
             after = state.options.hibernate_after_ms or self._ctx.settings.hibernate_after_ms
-            self.version = await self._ctx.store.save(
-                self.sid,
-                epoch=self.epoch,
-                version=self.version,
-                state=state.model_dump_json().encode(),
-                append=append,
-                keep=keep,
-                shard=self.shard,
-                tenant=state.tenant,
-                active=state.current is not None or bool(state.prompt_queue),
-                hibernate_at_ms=state.last_active_ms + after if idle else None,
+            write = asyncio.ensure_future(
+                self._ctx.store.save(
+                    self.sid,
+                    epoch=self.epoch,
+                    version=self.version,
+                    state=state.model_dump_json().encode(),
+                    append=append,
+                    keep=keep,
+                    shard=self.shard,
+                    tenant=state.tenant,
+                    active=(state.current is not None and not state.current.suspended)
+                    or bool(state.prompt_queue),
+                    hibernate_at_ms=state.last_active_ms + after if idle else None,
+                )
             )
+            try:
+                self.version = await asyncio.shield(write)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    self.version = await write
+                raise
 
     async def emit(
         self,
@@ -251,6 +345,178 @@ class SessionActor:
             )
         state.unannounced = []
 
+    async def flush_outbox(self) -> None:
+        """Publish the saved commands to other sessions (sub-agents, their parents)."""
+        state = self.state
+        assert state is not None
+        while state.outbox:
+            item = state.outbox[0]
+            try:
+                await self._ctx.commands.publish(
+                    tenant=state.tenant,
+                    sid=item.sid,
+                    op=item.op,
+                    body=item.body,
+                    msg_id=item.msg_id,
+                )
+            except Exception as exc:  # kept in the outbox: published by the next flush or load
+                log.warning("session %s: outbox publish failed: %r", self.sid, exc)
+                return
+            state.outbox.pop(0)
+
+    # -- what the engine asks of its session ---------------------------------------------------
+    def resolve_tool(self, name: str) -> Tool | None:
+        """The tool `name` if it is attached to the session (None for a detached one)."""
+        state = self.state
+        assert state is not None
+        return self._ctx.tools.resolve(
+            name, tenant=state.tenant, attached=state.tools, callbacks=state.callback_tools
+        )
+
+    def tool_declarations(self) -> list[dict[str, Any]]:
+        state = self.state
+        assert state is not None
+        return [
+            tool.spec.for_llm()
+            for name in [*state.tools, *(c["name"] for c in state.callback_tools)]
+            if (tool := self.resolve_tool(name)) is not None
+        ]
+
+    def system_prompt(self) -> str:
+        state = self.state
+        assert state is not None
+        specs = [tool.spec for name in state.tools if (tool := self.resolve_tool(name)) is not None]
+        return system_prompt(state, specs)
+
+    def approval_deadline(self) -> int | None:
+        timeout = self.hooks.chain.approval_timeout_ms()
+        return now_ms() + timeout if timeout else None
+
+    def arm_timers(self) -> None:
+        """Approval timeouts: a `reject` through the command stream when one expires."""
+        state = self.state
+        assert state is not None
+        live = {a.approval_id: a for a in state.pending_approvals if a.expires_ms}
+        for approval_id in [a for a in self._timers if a not in live]:
+            self._timers.pop(approval_id).cancel()
+        for approval_id, approval in live.items():
+            if approval_id not in self._timers:
+                delay = max(0.0, ((approval.expires_ms or 0) - now_ms()) / 1000)
+                self._timers[approval_id] = asyncio.create_task(
+                    self._expire(approval_id, delay), name=f"approval-timeout-{approval_id}"
+                )
+
+    async def _expire(self, approval_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        state = self.state
+        if state is None:
+            return
+        await self._ctx.commands.publish(
+            tenant=state.tenant,
+            sid=self.sid,
+            op="reject",
+            body={
+                "op": "reject",
+                "id": f"{approval_id}.timeout",
+                "approval_id": approval_id,
+                "reason": _ops.APPROVAL_TIMEOUT,
+                "auto_resume": True,
+            },
+            msg_id=f"{self.sid}.{approval_id}.timeout",
+        )
+
+    async def switch_model(
+        self,
+        model: str,
+        provider_opts: dict[str, Any] | None,
+        *,
+        request_id: str | None,
+        reason: str | None = None,
+    ) -> bool:
+        """Use `model` from the next LLM request on; False when nothing changes."""
+        state = self.state
+        assert state is not None
+        if model == state.model and provider_opts is None:
+            return False
+        previous, state.model = state.model, model
+        if provider_opts is not None:
+            state.provider_opts = dict(provider_opts)
+        data: dict[str, Any] = {
+            "from": previous,
+            "to": model,
+            "provider_opts_changed": provider_opts is not None,
+        }
+        if reason:
+            data["reason"] = reason
+        await self.emit("model_switched", data, request_id=request_id)
+        return True
+
+    async def spawn_subagent(
+        self, record: ToolCallRecord, effect: SubagentEffect, *, request_id: str | None
+    ) -> bool:
+        return await spawn(self, record, effect, request_id=request_id)
+
+    def report_to_parent(self, *, ok: bool, text: str, error: dict[str, str] | None) -> None:
+        report_to_parent(self, ok=ok, text=text, error=error)
+
+    async def end_turn_aborted(self, reason: str, *, rollback: bool = False) -> None:
+        """End the current turn with `agent_abort`: results so far stay in the history
+        (unless `rollback`), unfinished calls are marked aborted, pending waits are dropped."""
+        state = self.state
+        assert state is not None and state.current is not None
+        current = state.current
+        if rollback:
+            self.truncate_history(current.history_start)
+        else:
+            for record in current.batch:
+                self.append_message(
+                    {
+                        "role": "tool_result",
+                        "call_id": record.call_id,
+                        "name": record.name,
+                        "content": record.result
+                        if record.status == "done"
+                        else f"aborted: {reason}",
+                        "is_error": record.is_error or record.status != "done",
+                    }
+                )
+        abort_children(self, reason=reason)
+        state.pending_approvals = []
+        state.pending_questions = []
+        state.steering_queue = []
+        state.current = None
+        state.status = "idle"
+        self.report_to_parent(ok=False, text=f"aborted: {reason}", error=None)
+        await self.save()
+        await self.emit("agent_abort", {"reason": reason}, request_id=current.request_id)
+        await self.flush_outbox()
+        self.arm_timers()
+        _metrics.ABORTS.labels("plugin" if reason.startswith("plugin:") else "command").inc()
+        await self.after_turn(current, outcome="aborted", abort_reason=reason)
+
+    async def after_turn(
+        self, current: TurnProgress, *, outcome: str, abort_reason: str | None = None
+    ) -> None:
+        """The `after_turn` hook, then plugin options deferred while the turn ran."""
+        state = self.state
+        assert state is not None
+        ended = now_ms()
+        await self.hooks.run(
+            Hook.AFTER_TURN,
+            {
+                "outcome": outcome,
+                "abort_reason": abort_reason,
+                "messages_diff": self.history[current.history_start :],
+                "usage_diff": current.usage.model_dump(),
+                "started_at_ms": current.started_ms,
+                "ended_at_ms": ended,
+                "duration_ms": ended - current.started_ms,
+            },
+            request_id=current.request_id,
+        )
+        if state.deferred_plugin_opts and state.current is None:
+            await _ops.apply_deferred_plugin_opts(self)
+
     # -- commands ----------------------------------------------------------------------------
     async def _handle(self, delivery: Delivery) -> None:
         op = delivery.op
@@ -266,7 +532,7 @@ class SessionActor:
                 raise CommandRejected("session_not_found", f"no session {self.sid!r}")
             if state is not None and state.tenant != delivery.tenant:
                 raise CommandRejected("forbidden", "the session belongs to another tenant")
-            await self._apply(command, delivery)
+            await _ops.apply(self, command, delivery)
         except CommandRejected as exc:
             await self._reject(delivery, exc)
         except Fenced:
@@ -276,6 +542,7 @@ class SessionActor:
             # another actor of this worker wrote meanwhile (a brief overlap while one closes):
             # reload, and have the command back soon rather than after the ack wait
             log.warning("session %s: %s; reloading", self.sid, exc)
+            await self.stop_turn()
             self.state = None
             await delivery.nak(0.05)
         except StoreUnavailable as exc:
@@ -283,8 +550,16 @@ class SessionActor:
                 "session %s: %s; command %d will be redelivered", self.sid, exc, delivery.seq
             )
             self.state = None  # the write may or may not have landed: reload next time
-            await self._stop_turn()
+            await self.stop_turn()
             await delivery.nak(1.0)
+
+    async def commit(self, delivery: Delivery, outcome: str = "applied") -> None:
+        """Record the command as applied with the state it produced, then acknowledge it."""
+        state = self.state
+        assert state is not None
+        state.applied_seq = delivery.seq
+        await self.save()
+        await delivery.ack(delivery.op, outcome)
 
     def _parse(self, delivery: Delivery) -> Command:
         data = delivery.msg.data
@@ -341,136 +616,19 @@ class SessionActor:
             )
             _metrics.DEAD_LETTERS.labels(exc.code).inc()
             await delivery.term(delivery.op, exc.code)
+            return
+        if same_tenant and state is not None and delivery.seq > state.applied_seq:
+            # the command was valid: it is applied as a refusal, once
+            await self.commit(delivery, exc.code)
         else:
             await delivery.ack(delivery.op, exc.code)
 
-    async def _apply(self, command: Command, delivery: Delivery) -> None:
-        rid = command.id or f"seq-{delivery.seq}"
-        if isinstance(command, Create):
-            await self._create(command, delivery, rid)
-        elif isinstance(command, Prompt):
-            await self._prompt(command, delivery, rid)
-        elif isinstance(command, Hibernate):
-            await self._hibernate(delivery, rid)
-        elif isinstance(command, Stop):
-            await self._stop(delivery, rid)
-        elif isinstance(
-            command,
-            Steer
-            | Abort
-            | Approve
-            | Reject
-            | Respond
-            | SwitchModel
-            | AttachTool
-            | DetachTool
-            | UpdatePluginOpts
-            | Checkpoint,
-        ):
-            raise CommandRejected("unsupported", f"op {command.op!r} is not supported yet")
-        else:
-            assert_never(command)
-
-    async def _create(self, command: Create, delivery: Delivery, rid: str) -> None:
-        if self.state is not None:
-            raise CommandRejected("already_exists", f"session {self.sid!r} already exists")
-        ts = now_ms()
-        # Prior messages go to the appended history, not into the state rewritten every step.
-        options = command.model_dump(
-            exclude={"op", "id", "ts", "meta", "from_checkpoint", "messages"}
-        )
-        self.state = SessionState.model_validate(
-            {
-                "sid": self.sid,
-                "tenant": delivery.tenant,
-                "options": options,
-                "created_ms": ts,
-                "last_active_ms": ts,
-                "model": command.model,
-                "applied_seq": delivery.seq,
-            }
-        )
-        self.version = 0
-        for message in command.messages:
-            self.append_message(message.model_dump(exclude_none=True))
-        await self.save()
-        await delivery.ack("create")
-        await self.emit("session_created", {}, request_id=rid)
-
-    async def _prompt(self, command: Prompt, delivery: Delivery, rid: str) -> None:
-        state = self.state
-        assert state is not None
-        state.applied_seq = delivery.seq
-        state.prompt_count += 1
-        if self.turn is not None:
-            if command.strategy == "reject":
-                await self.save()
-                await delivery.ack("prompt", "rejected")
-                await self.emit(
-                    "prompt_rejected", {"text": command.text, "reason": "busy"}, request_id=rid
-                )
-                return
-            if command.strategy != "enqueue":
-                raise CommandRejected(
-                    "unsupported", f"strategy {command.strategy!r} is not supported yet"
-                )
-            state.prompt_queue.append(
-                QueuedPrompt(text=command.text, request_id=rid, meta=command.meta)
-            )
-            await self.save()
-            await delivery.ack("prompt", "queued")
-            await self.emit(
-                "prompt_queued",
-                {"text": command.text, "queued": True},
-                request_id=rid,
-                meta=command.meta or None,
-            )
-            return
-        TurnRunner.begin(self, command.text, rid, command.meta)
-        await self.save()
-        await delivery.ack("prompt")
-        await self.emit(
-            "prompt_received",
-            {"text": command.text, "queued": False},
-            request_id=rid,
-            meta=command.meta or None,
-        )
-        await self.emit("agent_start", {}, request_id=rid)
-        self._start_turn(resumed=False)
-
-    def _start_turn(self, *, resumed: bool) -> None:
-        self.turn = TurnRunner(self, self._ctx, resumed=resumed)
-
-    async def _hibernate(self, delivery: Delivery, rid: str) -> None:
-        state = self.state
-        assert state is not None
-        if self.turn is not None:
-            raise CommandRejected("busy", "a turn is running; hibernate when idle")
-        state.applied_seq = delivery.seq
-        state.status = "hibernated"
-        await self.save()
-        await delivery.ack("hibernate")
-        await self.emit("session_hibernated", {}, request_id=rid)
-        self._drop()
-
-    async def _stop(self, delivery: Delivery, rid: str) -> None:
-        state = self.state
-        assert state is not None
-        if self.turn is not None:
-            await self._stop_turn()
-            await self.emit("agent_abort", {"reason": "stopped"}, request_id=rid)
-        await self._ctx.store.delete(
-            self.sid, epoch=self.epoch, version=self.version, shard=self.shard, tenant=state.tenant
-        )
-        await delivery.ack("stop")
-        await self.emit("session_stopped", {}, request_id=rid)
-        self._drop()
-
-    def _drop(self) -> None:
+    def drop(self) -> None:
         self.state = None
         self.history = []
         self.history_chars = 0
         self.version = 0
+        self._workspace = None
 
 
 def _describe(exc: ValidationError) -> str:

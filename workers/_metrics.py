@@ -39,3 +39,69 @@ LLM_TOKENS = Counter(
     "flotilla_worker_llm_tokens_total", "Tokens, by provider and kind", ["provider", "kind"]
 )
 LLM_COST = Counter("flotilla_worker_llm_cost_usd_total", "Cost in USD, by provider", ["provider"])
+TOOL_SECONDS = Histogram(
+    "flotilla_worker_tool_seconds",
+    "Duration of one tool call attempt, by tool (built-ins by name, others grouped)",
+    ["tool"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+)
+TOOL_CALLS = Counter(
+    "flotilla_worker_tool_calls_total", "Tool calls ended, by tool and status", ["tool", "status"]
+)
+APPROVALS = Counter(
+    "flotilla_worker_approvals_total", "Approval requests and decisions", ["outcome"]
+)
+SUBAGENTS = Counter("flotilla_worker_subagents_total", "Sub-agents started")
+CHECKPOINTS = Counter("flotilla_worker_checkpoints_total", "Checkpoints saved")
+PLUGIN_INCIDENTS = Counter(
+    "flotilla_worker_plugin_incidents_total",
+    "Plugins that crashed or returned an action their hook does not allow",
+    ["kind"],
+)
+ABORTS = Counter("flotilla_worker_aborts_total", "Turns aborted, by cause", ["cause"])
+
+_BUILTIN_TOOLS = frozenset(
+    {
+        "read_file",
+        "write_file",
+        "edit_file",
+        "shell",
+        "grep",
+        "list_dir",
+        "glob",
+        "task",
+        "write_todos",
+        "ask_user",
+        "compact_conversation",
+    }
+)
+_PROVIDERS = frozenset(
+    {
+        "mock",
+        "registry",
+        "openai",
+        "anthropic",
+        "gemini",
+        "vertex_ai",
+        "azure",
+        "bedrock",
+        "mistral",
+        "groq",
+        "ollama",
+        "deepseek",
+        "openrouter",
+        "together_ai",
+        "xai",
+        "cohere",
+    }
+)
+
+
+def tool_label(name: str) -> str:
+    """A bounded label value: tool names come from sessions, so only built-ins keep theirs."""
+    return name if name in _BUILTIN_TOOLS else "other"
+
+
+def provider_label(model: str) -> str:
+    provider = model.partition(":")[0]
+    return provider if provider in _PROVIDERS else "other"

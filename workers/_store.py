@@ -38,6 +38,7 @@ class SessionStore:
 
     def __init__(self, redis: aioredis.Redis, *, key_prefix: str) -> None:
         self._redis = redis
+        self.redis = redis
         self.keys = RedisKeys(key_prefix)
         self._sha: dict[str, str] = {}
         self._queue: list[_Queued] = []

@@ -1,7 +1,9 @@
 """TurnRunner: the turn loop of one session as a task owned by its actor.
 
-A turn is a series of steps; each step is one LLM call whose response is persisted before
-the next step starts (the step boundary), so a lost worker's turn continues elsewhere.
+A turn is a series of steps, each one tagged by what it produced: a final answer, tool calls
+(a batch), or a wait (an approval, an answer, a sub-agent). State is persisted at every step
+boundary, so a lost worker's turn continues elsewhere (`turn_resumed`), and a waiting turn
+holds no task and no slot: the command that ends the wait starts a new runner.
 """
 
 from __future__ import annotations
@@ -11,12 +13,17 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from schemas import PendingEvent, TurnProgress, Usage
+import orjson
+
+from schemas import PendingEvent, ToolCallRecord, TurnProgress, Usage
 from workers import _metrics
+from workers._batch import AbortTurn, ToolBatch
+from workers._compaction import compact
 from workers._events import now_ms
 from workers._llm import LLMError, LLMRequest, LLMResponse
+from workers.plugins import Abort, Hook, Intervene, Skip
 
 if TYPE_CHECKING:
     from workers._actor import SessionActor
@@ -27,17 +34,32 @@ log = logging.getLogger(__name__)
 MAX_LLM_RETRIES = 3
 RETRY_BASE_S = 0.2
 RETRY_CAP_S = 5.0
+LOOP_REPEATS = 3
+
+StepEnd = Literal["ended", "suspended"]
 
 
 class TurnRunner:
     """Runs the current turn, then every queued prompt, then returns the session to idle."""
 
-    def __init__(self, actor: SessionActor, ctx: WorkerContext, *, resumed: bool) -> None:
+    def __init__(
+        self,
+        actor: SessionActor,
+        ctx: WorkerContext,
+        *,
+        resumed: bool,
+        end_reason: str | None = None,
+    ) -> None:
         self._actor = actor
         self._ctx = ctx
+        self._end_reason = end_reason
         self._cancelling = False
         self._announced = asyncio.Event()
         self._announced.set()
+        self.steered = asyncio.Event()
+        self.detach: set[str] = set()
+        self.compact_requested: str | None = None
+        self._batch: ToolBatch | None = None
         self._task = asyncio.create_task(self._run(resumed), name=f"turn-{actor.sid}")
 
     @staticmethod
@@ -60,15 +82,25 @@ class TurnRunner:
     def task(self) -> asyncio.Task[None]:
         return self._task
 
-    async def cancel(self) -> None:
+    def running_calls(self) -> list[ToolCallRecord]:
+        return self._batch.running_calls() if self._batch is not None else []
+
+    def follow_up(self, text: str) -> None:
+        state = self._actor.state
+        assert state is not None and state.current is not None
+        state.current.follow_ups.append(text)
+
+    async def cancel(self, *, detach: set[str] | None = None) -> None:
         """Stop the turn at its last persisted step boundary.
 
         A save and the events that announce it (`agent_end`, `agent_start`) go together: a
         cancellation waits for such a section to finish, so a turn is never recorded as
-        finished without its `agent_end` having been published.
+        finished without its `agent_end` having been published. Tool calls in `detach` are
+        left to finish on their own (their results are dropped); the others are killed.
         """
         if self._task is asyncio.current_task():
             return
+        self.detach = detach or set()
         self._cancelling = True
         await self._announced.wait()
         self._task.cancel()
@@ -89,7 +121,7 @@ class TurnRunner:
         try:
             state = actor.state
             assert state is not None
-            if resumed and state.current is not None:
+            if resumed and state.current is not None and not state.current.suspended:
                 await self._announce_resume()
             while True:
                 if state.current is None:
@@ -100,7 +132,13 @@ class TurnRunner:
                         TurnRunner.begin(actor, queued.text, queued.request_id or "", queued.meta)
                         await actor.save()
                         await actor.emit("agent_start", {}, request_id=queued.request_id)
-                await self._run_turn()
+                assert state.current is not None
+                state.current.suspended = False
+                state.status = "running"
+                started = time.perf_counter()
+                if await self._run_turn() == "suspended":
+                    return
+                _metrics.TURN_SECONDS.observe(time.perf_counter() - started)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -121,53 +159,236 @@ class TurnRunner:
             request_id=state.current.request_id,
         )
 
-    async def _run_turn(self) -> None:
+    # -- the step loop -----------------------------------------------------------------------
+    async def _run_turn(self) -> StepEnd:
         actor = self._actor
         state = actor.state
         assert state is not None and state.current is not None
         current = state.current
-        started = time.perf_counter()
+        rid = current.request_id
+        hooks = actor.hooks
         while True:
+            if current.batch:
+                state.status = "executing_tools"
+                self._batch = ToolBatch(self, actor)
+                outcome = await self._batch.run()
+                self._batch = None
+                if isinstance(outcome, AbortTurn):
+                    await self._end_aborted(outcome.reason)
+                    return "ended"
+                if outcome == "suspend":
+                    await self._suspend()
+                    return "suspended"
+                if await self._close_batch() == "ended":
+                    return "ended"
+                state.status = "running"
+            if self._end_reason is not None:  # a rejection that ends the turn
+                reason, self._end_reason = self._end_reason, None
+                await self._finish(reason)
+                return "ended"
+            await self._apply_steering()
+            if self.compact_requested is not None or self._over_compaction_threshold():
+                reason, self.compact_requested = self.compact_requested or "threshold", None
+                await compact(actor, reason=reason, request_id=rid)
+            self._add_follow_ups()
             if current.step >= state.options.max_turns:
                 await self._finish("max_turns")
-                break
+                return "ended"
+            before = await hooks.run(
+                Hook.BEFORE_REQUEST, {"messages": list(actor.history)}, request_id=rid
+            )
+            if isinstance(before.terminal, Abort):
+                await self._end_aborted(f"plugin: {before.terminal.reason}")
+                return "ended"
+            if isinstance(before.terminal, Skip):
+                await self._finish("finished")
+                return "ended"
+            if isinstance(before.terminal, Intervene):
+                actor.append_message({"role": "user", "content": before.terminal.prompt})
             try:
                 response = await self._call_llm()
             except LLMError as exc:
-                await actor.emit(
-                    "error", {"code": exc.code, "message": str(exc)}, request_id=current.request_id
-                )
-                await self._finish("error", error={"code": exc.code, "message": str(exc)})
-                break
-            message: dict[str, Any] = {"role": "assistant", "content": response.text}
-            if response.thinking:
-                message["thinking"] = response.thinking
-            if response.tool_calls:
-                message["tool_calls"] = response.tool_calls
+                error = {"code": exc.code, "message": str(exc)}
+                await actor.emit("error", error, request_id=rid)
+                await self._finish("error", error=error)
+                return "ended"
+            message = self._assistant_message(response)
+            after = await hooks.run(Hook.AFTER_RESPONSE, {"message": message}, request_id=rid)
+            if isinstance(after.terminal, Skip):
+                message.pop("tool_calls", None)  # the response stands, its tool calls do not
             actor.append_message(message)
             current.step += 1
             self._account(response)
-            # Tool execution arrives with the engine; a response is final for now.
-            await self._finish("finished", response=response, message=message)
-            break
-        _metrics.TURN_SECONDS.observe(time.perf_counter() - started)
+            if isinstance(after.terminal, Abort):
+                await self._end_aborted(f"plugin: {after.terminal.reason}")
+                return "ended"
+            if isinstance(after.terminal, Intervene):
+                self.follow_up(after.terminal.prompt)
+            calls = message.get("tool_calls") or []
+            if calls:
+                current.batch = [
+                    ToolCallRecord(call_id=c["call_id"], name=c["name"], args=c["arguments"])
+                    for c in calls
+                ]
+                async with self._save_and_announce():
+                    await actor.save()  # the step boundary: the LLM's decision is kept
+                    await actor.emit("response_complete", {"message": message}, request_id=rid)
+                    await actor.emit("tool_calls", {"count": len(calls)}, request_id=rid)
+                await self._detect_loop(calls)
+                continue
+            if current.follow_ups:
+                await self._save_step(message)
+                continue
+            final = await hooks.run(Hook.BEFORE_FINISH, {"message": message}, request_id=rid)
+            if isinstance(final.terminal, Intervene):
+                self.follow_up(final.terminal.prompt)
+                await self._save_step(message)
+                continue
+            if isinstance(final.terminal, Abort):
+                await self._end_aborted(f"plugin: {final.terminal.reason}")
+                return "ended"
+            await self._finish("finished", message=message)
+            return "ended"
 
+    async def _save_step(self, message: dict[str, Any]) -> None:
+        state = self._actor.state
+        assert state is not None and state.current is not None
+        async with self._save_and_announce():
+            await self._actor.save()
+            await self._actor.emit(
+                "response_complete", {"message": message}, request_id=state.current.request_id
+            )
+
+    def _assistant_message(self, response: LLMResponse) -> dict[str, Any]:
+        state = self._actor.state
+        assert state is not None and state.current is not None
+        message: dict[str, Any] = {"role": "assistant", "content": response.text}
+        if response.thinking:
+            message["thinking"] = response.thinking
+        if response.tool_calls:
+            turn, step = state.current.turn, state.current.step
+            message["tool_calls"] = [
+                {
+                    "call_id": str(call.get("call_id") or f"c{turn}-{step}-{index}"),
+                    "name": str(call.get("name") or ""),
+                    "arguments": _arguments(call.get("arguments")),
+                }
+                for index, call in enumerate(response.tool_calls)
+            ]
+        return message
+
+    async def _close_batch(self) -> StepEnd | None:
+        """All results are in: add them to the history (the next step boundary)."""
+        actor = self._actor
+        state = actor.state
+        assert state is not None and state.current is not None
+        current = state.current
+        results = []
+        for record in current.batch:
+            actor.append_message(
+                {
+                    "role": "tool_result",
+                    "call_id": record.call_id,
+                    "name": record.name,
+                    "content": record.result or "",
+                    "is_error": record.is_error,
+                }
+            )
+            results.append(
+                {
+                    "name": record.name,
+                    "call_id": record.call_id,
+                    "result": record.result,
+                    "is_error": record.is_error,
+                }
+            )
+        current.batch = []
+        outcome = await actor.hooks.run(
+            Hook.AFTER_TOOL_BATCH, {"results": results}, request_id=current.request_id
+        )
+        if isinstance(outcome.terminal, Abort):
+            await self._end_aborted(f"plugin: {outcome.terminal.reason}")
+            return "ended"
+        if isinstance(outcome.terminal, Intervene):
+            self.follow_up(outcome.terminal.prompt)
+        async with self._save_and_announce():
+            await actor.save()
+        return None
+
+    async def _apply_steering(self) -> None:
+        """Merge queued steering into the conversation at this step boundary."""
+        actor = self._actor
+        state = actor.state
+        assert state is not None and state.current is not None
+        self.steered.clear()
+        if not state.steering_queue:
+            return
+        items, state.steering_queue = state.steering_queue, []
+        actor.append_message({"role": "user", "content": "\n\n".join(i.text for i in items)})
+        async with self._save_and_announce():
+            await actor.save()
+            await actor.emit(
+                "steering_applied",
+                {"refs": [i.ref for i in items], "count": len(items)},
+                request_id=items[-1].request_id,
+            )
+
+    def _add_follow_ups(self) -> None:
+        state = self._actor.state
+        assert state is not None and state.current is not None
+        for text in state.current.follow_ups:
+            self._actor.append_message({"role": "user", "content": text})
+        state.current.follow_ups = []
+
+    def _over_compaction_threshold(self) -> bool:
+        state = self._actor.state
+        assert state is not None
+        compactor = state.options.compactor
+        return compactor is not None and self._actor.last_prompt_tokens >= compactor.trigger_tokens
+
+    async def _detect_loop(self, calls: list[dict[str, Any]]) -> None:
+        state = self._actor.state
+        assert state is not None and state.current is not None
+        current = state.current
+        signature = orjson.dumps(
+            [(c["name"], c["arguments"]) for c in calls], option=orjson.OPT_SORT_KEYS
+        ).decode()
+        current.recent_calls = [*current.recent_calls[-(LOOP_REPEATS - 1) :], signature]
+        if len(current.recent_calls) == LOOP_REPEATS and len(set(current.recent_calls)) == 1:
+            await self._actor.emit(
+                "loop_detected",
+                {"type": "repeated_tool_calls", "tools": [c["name"] for c in calls]},
+                request_id=current.request_id,
+            )
+
+    async def _suspend(self) -> None:
+        actor = self._actor
+        state = actor.state
+        assert state is not None and state.current is not None
+        state.current.suspended = True
+        state.status = "idle"
+        async with self._save_and_announce():
+            await actor.save()
+            await actor.flush_outbox()
+
+    # -- the LLM call ------------------------------------------------------------------------
     async def _call_llm(self) -> LLMResponse:
         actor = self._actor
         state = actor.state
         assert state is not None and state.current is not None
         rid = state.current.request_id
-        llm = self._ctx.llm_for(state.model)
         attempt = 0
         while True:
+            llm = self._ctx.llm_for(state.model)
             request = LLMRequest(
                 model=state.model,
                 messages=actor.history,
-                system_prompt=state.options.system_prompt,
-                provider_opts=state.options.provider_opts,
+                system_prompt=actor.system_prompt(),
+                provider_opts=state.provider_opts,
                 max_tokens=state.options.max_tokens,
                 script_cursor=state.script_cursor,
                 prompt_chars=actor.history_chars,
+                tools=actor.tool_declarations(),
             )
             if state.model == "mock:script":
                 state.script_cursor += 1  # every call consumes one step, retries included
@@ -189,10 +410,14 @@ class TurnRunner:
                         await actor.emit("thinking_delta", {"delta": chunk.delta}, request_id=rid)
             except LLMError as exc:
                 state.status = "running"
+                if exc.code == "context_overflow":
+                    await actor.emit("context_overflow", {"reason": str(exc), "model": state.model})
                 if not exc.retryable or attempt >= MAX_LLM_RETRIES:
                     raise
                 attempt += 1
                 delay = min(RETRY_BASE_S * 2 ** (attempt - 1), RETRY_CAP_S)
+                if exc.retry_after is not None:
+                    delay = min(max(delay, exc.retry_after), RETRY_CAP_S * 6)
                 await actor.emit(
                     "retry",
                     {"attempt": attempt, "delay_ms": int(delay * 1000), "reason": exc.code},
@@ -214,12 +439,13 @@ class TurnRunner:
                 },
                 request_id=rid,
             )
+            actor.last_prompt_tokens = response.prompt_tokens
             return response
 
     def _account(self, response: LLMResponse) -> None:
         state = self._actor.state
         assert state is not None and state.current is not None
-        provider = state.model.partition(":")[0]
+        provider = _metrics.provider_label(state.model)
         _metrics.LLM_CALLS.labels(provider).inc()
         _metrics.LLM_TOKENS.labels(provider, "prompt").inc(response.prompt_tokens)
         _metrics.LLM_TOKENS.labels(provider, "completion").inc(response.completion_tokens)
@@ -227,11 +453,15 @@ class TurnRunner:
         state.usage = _add(state.usage, response)
         state.current.usage = _add(state.current.usage, response)
 
+    # -- the end of a turn -------------------------------------------------------------------
+    async def _end_aborted(self, reason: str) -> None:
+        async with self._save_and_announce():
+            await self._actor.end_turn_aborted(reason)
+
     async def _finish(
         self,
         reason: str,
         *,
-        response: LLMResponse | None = None,
         message: dict[str, Any] | None = None,
         error: dict[str, str] | None = None,
     ) -> None:
@@ -252,9 +482,14 @@ class TurnRunner:
                 data["error"] = error
             state.current = None
             state.status = "idle"
+            actor.report_to_parent(
+                ok=reason == "finished",
+                text=str(last.get("content", "")) if last else "",
+                error=error,
+            )
             # agent_end is saved with the turn's end, so that it is published even if this
             # worker dies right after the save: whoever loads the session next publishes it
-            state.unannounced = [
+            state.unannounced.append(
                 PendingEvent(
                     type="agent_end",
                     data=data,
@@ -263,7 +498,7 @@ class TurnRunner:
                     meta=current.meta or None,
                     msg_id=f"{actor.sid}.{current.turn}.agent_end",
                 )
-            ]
+            )
             await actor.save()
             if message is not None:
                 await actor.emit(
@@ -273,7 +508,21 @@ class TurnRunner:
                     turn=current.turn,
                 )
             await actor.announce_pending()
+            await actor.flush_outbox()
         _metrics.TURNS.labels(reason).inc()
+        await actor.after_turn(current, outcome="finished")
+
+
+def _arguments(value: object) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            decoded = orjson.loads(value or "{}")
+        except orjson.JSONDecodeError:
+            return {"_raw": value}
+        return decoded if isinstance(decoded, dict) else {"_value": decoded}
+    return {}
 
 
 def _add(usage: Usage, response: LLMResponse) -> Usage:

@@ -34,9 +34,14 @@ from workers._delivery import Delivery
 from workers._events import EventPublisher, now_ms
 from workers._intake import MAX_OUTSTANDING, ShardIntake
 from workers._mock import MockLLM
+from workers._outbox import CommandPublisher
+from workers._sessions import Blueprints
+from workers._toolbox import Toolbox
 from workers._slots import SlotPool
 from workers._store import SessionStore
 from workers.errors import StoreUnavailable
+from workers.tools import ToolCatalog
+from workers.tools._external import ExternalToolDirectory
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,7 @@ class Worker:
         self._js: JetStreamContext | None = None
         self._placement: KeyValue | None = None
         self._ctx: WorkerContext | None = None
+        self._external: ExternalToolDirectory | None = None
         self.ready = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -90,12 +96,17 @@ class Worker:
         redis = connect_redis(settings)
         store = SessionStore(redis, key_prefix=settings.redis_prefix)
         await store.start()
+        external = self._external = ExternalToolDirectory(nc, subjects=self._subjects)
+        await external.start()
         self._ctx = WorkerContext(
             settings=settings,
             store=store,
             mock=MockLLM(),
             events=EventPublisher(nc, subjects=self._subjects, worker_id=self.worker_id),
+            commands=CommandPublisher(js, subjects=self._subjects),
             dead_letter=self._dead_letter,
+            tools=Toolbox(settings=settings, catalog=ToolCatalog(settings), external=external),
+            blueprints=Blueprints(settings.blueprints),
         )
         workers_kv = await ensure_bucket(js, self._subjects.workers_bucket, ttl=60.0)
         self._placement = await ensure_bucket(js, self._subjects.placement_bucket)
@@ -136,6 +147,8 @@ class Worker:
             *(t for _, t in self._actors.values()),
             return_exceptions=True,
         )
+        if self._external is not None:
+            await self._external.close()
         await store.close()
         with contextlib.suppress(Exception):
             await redis.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,128 @@
+"""Checkpoints: labelled full copies of a session (state, history, workspace) in Redis, with
+a TTL and a count limit, from which `create{from_checkpoint}` starts a new session.
+
+Secrets are redacted before a copy is written: a provider key given at `create` is not in a
+checkpoint, so a session restored from one passes its own `provider_opts` (seeds/000 recipe 6).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from schemas import Checkpoint, is_secret_opt
+from workers import _metrics
+from workers._delivery import Delivery
+from workers._events import now_ms
+from workers.errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from workers._actor import SessionActor
+    from workers._store import SessionStore
+
+_FILE = "f:"
+
+
+def _redact(opts: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in opts.items() if not is_secret_opt(k)}
+
+
+def redacted_state(state_json: bytes) -> dict[str, Any]:
+    """The state as a checkpoint keeps it: no secrets, no in-flight turn or outbox."""
+    data: dict[str, Any] = orjson.loads(state_json)
+    data["provider_opts"] = _redact(data.get("provider_opts") or {})
+    options = data.get("options") or {}
+    options["provider_opts"] = _redact(options.get("provider_opts") or {})
+    return data
+
+
+async def checkpoint(
+    actor: SessionActor, command: Checkpoint, delivery: Delivery, rid: str
+) -> None:
+    """Save a labelled copy of the session as it was at its last step boundary."""
+    state = actor.state
+    assert state is not None
+    store = actor.ctx.store
+    settings = actor.settings
+    checkpoint_id = f"ck-{secrets.token_hex(6)}"
+    body = orjson.dumps(redacted_state(state.model_dump_json().encode()))
+    history = orjson.dumps(actor.history)
+    files = await actor.workspace.snapshot()
+    size = len(body) + len(history) + sum(len(v) for v in files.values())
+    created = now_ms()
+    key = store.keys.checkpoint(actor.sid, checkpoint_id)
+    index = store.keys.checkpoints(actor.sid)
+    ttl = int(settings.checkpoint_ttl_s)
+    mapping: dict[str, Any] = {
+        "d": body,
+        "h": history,
+        "t": state.tenant,
+        "l": command.label or "",
+        "c": created,
+        "b": size,
+    }
+    mapping.update({_FILE + path: data for path, data in files.items()})
+    try:
+        pipe = store.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+        pipe.expire(key, ttl)
+        pipe.zadd(index, {checkpoint_id: created})
+        pipe.expire(index, ttl)
+        pipe.zrange(index, 0, -(settings.max_checkpoints + 1))
+        *_, surplus = await pipe.execute()
+        if surplus:
+            stale = [store.keys.checkpoint(actor.sid, c.decode()) for c in surplus]
+            await store.redis.delete(*stale)
+            await store.redis.zrem(index, *surplus)
+    except RedisError as exc:
+        raise StoreUnavailable(f"redis: {exc!r}") from exc
+    _metrics.CHECKPOINTS.inc()
+    await actor.commit(delivery)
+    await actor.emit(
+        "checkpoint_saved",
+        {"checkpoint_id": checkpoint_id, "label": command.label, "bytes": size},
+        request_id=rid,
+    )
+
+
+async def load_checkpoint(
+    store: SessionStore, sid: str, checkpoint_id: str, *, tenant: str
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, bytes]] | None:
+    """(state, history, workspace files) of a checkpoint of `tenant`; None when there is none
+    (another tenant's checkpoint is "none" too: its existence is not revealed)."""
+    try:
+        raw: dict[bytes, bytes] = await store.redis.hgetall(  # type: ignore[assignment]
+            store.keys.checkpoint(sid, checkpoint_id)
+        )
+    except RedisError as exc:
+        raise StoreUnavailable(f"redis: {exc!r}") from exc
+    if not raw or raw.get(b"t", b"") != tenant.encode():
+        return None
+    prefix = _FILE.encode()
+    files = {k[len(prefix) :].decode(): v for k, v in raw.items() if k.startswith(prefix)}
+    return orjson.loads(raw[b"d"]), orjson.loads(raw[b"h"]), files
+
+
+async def list_checkpoints(store: SessionStore, sid: str) -> list[dict[str, Any]]:
+    """Checkpoints of a session, oldest first: `{checkpoint_id, label, created_at, bytes}`."""
+    ids: list[bytes] = await store.redis.zrange(store.keys.checkpoints(sid), 0, -1)  # type: ignore[assignment]
+    found = []
+    for raw_id in ids:
+        checkpoint_id = raw_id.decode()
+        fields: list[bytes | None] = await store.redis.hmget(  # type: ignore[assignment]
+            store.keys.checkpoint(sid, checkpoint_id), ["l", "c", "b"]
+        )
+        if fields[1] is None:
+            continue
+        found.append(
+            {
+                "checkpoint_id": checkpoint_id,
+                "label": (fields[0] or b"").decode() or None,
+                "created_at": int(fields[1]),
+                "bytes": int(fields[2] or 0),
+            }
+        )
+    return found

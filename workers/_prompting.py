@@ -1,0 +1,50 @@
+"""The system prompt of a request, composed per CMDC's prompt modes (seeds/003, PromptMode).
+
+mode      user prompt | base prompt | identity | tools
+full      yes         | full        | yes      | name + description
+task      yes         | condensed   | yes      | name + description
+minimal   yes         | -           | yes      | names only
+none      yes         | -           | -        | -
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from schemas import SessionState
+from workers.tools import ToolSpec
+
+BASE_FULL = (
+    "You are an agent that completes the user's task step by step. Think before acting, use "
+    "the tools when they help, check the results of what you do, and say plainly when you "
+    "cannot do something. Paths are relative to the session workspace. When a tool result is "
+    "truncated, read the rest of it page by page with read_file."
+)
+BASE_TASK = "Complete the task you are given and answer with its result."
+
+
+def system_prompt(state: SessionState, tools: Sequence[ToolSpec]) -> str:
+    options = state.options
+    mode = options.prompt_mode
+    parts: list[str] = []
+    if mode == "full":
+        parts.append(BASE_FULL)
+    elif mode == "task":
+        parts.append(BASE_TASK)
+    if options.system_prompt:
+        parts.append(options.system_prompt)
+    if mode != "none":
+        parts.append(f"Session: {state.sid}. Model: {state.model}.")
+        if tools and mode == "minimal":
+            parts.append("Tools: " + ", ".join(t.name for t in tools))
+        elif tools:
+            parts.append(
+                "Tools:\n"
+                + "\n".join(f"- {t.name}: {t.description.splitlines()[0]}" for t in tools)
+            )
+        if state.todos:
+            parts.append(
+                "Todos:\n"
+                + "\n".join(f"- [{t.get('status')}] {t.get('content')}" for t in state.todos)
+            )
+    return "\n\n".join(parts)

@@ -1,0 +1,148 @@
+"""Creating a session: options (with a blueprint under them), plugins, tools, an optional
+checkpoint to start from, and for a sub-agent its parent link and first prompt."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from flotilla.errors import ConfigurationError
+from schemas import Create, ParentLink, SessionState, canonical_tool_name
+from workers._checkpoints import load_checkpoint
+from workers._delivery import Delivery
+from workers._events import now_ms
+from workers._turn import TurnRunner
+from workers.errors import CommandRejected
+from workers.plugins import Abort, Hook
+
+if TYPE_CHECKING:
+    from workers._actor import SessionActor
+
+_NOT_OPTIONS = {"op", "id", "ts", "meta", "from_checkpoint", "messages", "parent", "blueprint"}
+
+
+class Blueprints:
+    """Named option sets registered by import path (`name=package.module:attr`)."""
+
+    def __init__(self, entries: tuple[str, ...]) -> None:
+        self._options: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            name, sep, path = entry.partition("=")
+            module, colon, attr = path.partition(":")
+            if not sep or not colon or not name.strip():
+                raise ConfigurationError(f"blueprint {entry!r} must be 'name=package.module:attr'")
+            try:
+                target = getattr(importlib.import_module(module.strip()), attr.strip())
+            except (ImportError, AttributeError) as exc:
+                raise ConfigurationError(f"blueprint {entry!r}: {exc}") from exc
+            options = target() if callable(target) else target
+            if not isinstance(options, Mapping):
+                raise ConfigurationError(f"blueprint {entry!r} must give a mapping of options")
+            self._options[name.strip()] = dict(options)
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        options = self._options.get(name)
+        return dict(options) if options is not None else None
+
+
+def _options(actor: SessionActor, command: Create) -> dict[str, Any]:
+    given = command.model_dump(include=command.model_fields_set - _NOT_OPTIONS)
+    given["model"] = command.model
+    if command.blueprint is None:
+        return command.model_dump(exclude=_NOT_OPTIONS) | given
+    base = actor.ctx.blueprints.get(command.blueprint)
+    if base is None:
+        raise CommandRejected("invalid_command", f"no blueprint {command.blueprint!r}")
+    defaults = command.model_dump(exclude=_NOT_OPTIONS)
+    return defaults | base | given
+
+
+async def create_session(
+    actor: SessionActor, command: Create, delivery: Delivery, rid: str
+) -> None:
+    if actor.state is not None:
+        raise CommandRejected("already_exists", f"session {actor.sid!r} already exists")
+    options = _options(actor, command)
+    options["tools"] = [canonical_tool_name(t) for t in options.get("tools", [])]
+    for name in options["tools"]:
+        if not actor.ctx.tools.known(name, tenant=delivery.tenant):
+            raise CommandRejected("invalid_command", f"tools: no tool {name!r} on this fleet")
+    ts = now_ms()
+    base: dict[str, Any] = {}
+    history: list[dict[str, Any]] = [m.model_dump(exclude_none=True) for m in command.messages]
+    workspace_files: dict[str, bytes] | None = None
+    if command.from_checkpoint is not None:
+        ref = command.from_checkpoint
+        restored = await load_checkpoint(
+            actor.ctx.store, ref.session_id, ref.checkpoint_id, tenant=delivery.tenant
+        )
+        if restored is None:
+            raise CommandRejected(
+                "not_found", f"no checkpoint {ref.checkpoint_id!r} of session {ref.session_id!r}"
+            )
+        base, saved_history, workspace_files = restored
+        history = saved_history + history
+        options = base.get("options", {}) | {
+            k: v for k, v in options.items() if k in command.model_fields_set or k == "model"
+        }
+    state = SessionState.model_validate(
+        {
+            **{k: v for k, v in base.items() if k not in ("sid", "tenant", "options")},
+            "sid": actor.sid,
+            "tenant": delivery.tenant,
+            "options": options,
+            "created_ms": ts,
+            "last_active_ms": ts,
+            "model": options["model"],
+            "status": "idle",
+            "current": None,
+            "prompt_queue": [],
+            "steering_queue": [],
+            "pending_approvals": [],
+            "pending_questions": [],
+            "unannounced": [],
+            "outbox": [],
+            "parent": None,
+            "applied_seq": delivery.seq,
+        }
+    )
+    state.tools = (
+        list(state.options.tools) if not base else state.tools or list(state.options.tools)
+    )
+    if not base or "provider_opts" in command.model_fields_set:
+        state.provider_opts = dict(state.options.provider_opts)
+    if command.parent is not None:
+        state.parent = ParentLink(sid=command.parent.sid, ref=command.parent.ref)
+        state.depth = command.parent.depth
+    actor.state = state
+    actor.version = 0
+    try:
+        actor.attach_plugins()
+    except CommandRejected as exc:
+        actor.state = None
+        raise CommandRejected("invalid_command", f"plugins: {exc.message}") from None
+    if not base:
+        state.plugin_states = actor.hooks.chain.initial_states()
+    start = await actor.hooks.run(Hook.SESSION_START, {}, request_id=rid)
+    if isinstance(start.terminal, Abort):
+        actor.state = None
+        raise CommandRejected("plugin_aborted", f"session_start: {start.terminal.reason}")
+    for message in history:
+        actor.append_message(message)
+    if workspace_files:
+        await actor.workspace.restore(workspace_files)
+    if command.parent is not None:
+        TurnRunner.begin(actor, command.parent.task, rid, {})
+    await actor.commit(delivery)
+    await actor.emit("session_created", {}, request_id=rid)
+    if command.from_checkpoint is not None:
+        await actor.emit(
+            "session_resumed", {"from": "checkpoint", "worker": actor.ctx.worker_id}, request_id=rid
+        )
+    if command.parent is not None:
+        await actor.emit(
+            "prompt_received", {"text": command.parent.task, "queued": False}, request_id=rid
+        )
+        await actor.emit("agent_start", {}, request_id=rid)
+        actor.start_turn()
