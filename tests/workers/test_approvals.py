@@ -1,0 +1,138 @@
+"""Human approval through the engine: approve once / always, reject with and without resume,
+ask_user answered with respond."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flotilla import Session
+from tests.conftest import Harness
+from tests.engine_helpers import call, of_type, script, until, until_end
+
+WRITE = call("write_file", path="a.txt", content="x")
+
+
+async def _session(
+    fleet: Harness, *steps: dict[str, Any], tools: list[str] | None = None
+) -> Session:
+    assert fleet.fleet is not None
+    return await fleet.fleet.create_agent(
+        model="mock:script",
+        tools=tools or ["write_file", "read_file", "shell"],
+        plugins=[{"name": "human_approval", "opts": {"tools": ["write_file", "shell"]}}],
+        provider_opts=script(*steps),
+    )
+
+
+async def _asked(session: Session) -> dict[str, Any]:
+    return (await until(session, "approval_required"))[-1].data
+
+
+async def test_approve_once_runs_the_call_and_resumes_the_turn(fleet: Harness) -> None:
+    session = await _session(fleet, {"tool_calls": [WRITE]}, {"text": "done"})
+    await session.prompt("go")
+    asked = await _asked(session)
+    assert asked["tool"] == "write_file" and asked["args"]["path"] == "a.txt"
+    await session.approve(asked["approval_id"])
+    events = await until_end(session)
+    assert of_type(events, "approval_resolved")[0]["status"] == "approved"
+    assert of_type(events, "agent_resumed")[0]["trigger"] == "tool_approved"
+    assert of_type(events, "tool_execution_end")[0]["status"] == "ok"
+    assert events[-1].data["reason"] == "finished"
+
+
+async def test_approve_always_allows_the_same_tool_family_without_asking(fleet: Harness) -> None:
+    second = call("write_file", path="b.txt", content="y")
+    session = await _session(
+        fleet, {"tool_calls": [WRITE]}, {"tool_calls": [second]}, {"text": "done"}
+    )
+    await session.prompt("go")
+    await session.approve((await _asked(session))["approval_id"], kind="always")
+    events = await until_end(session)
+    assert not of_type(events, "approval_required")
+    assert [e["status"] for e in of_type(events, "tool_execution_end")] == ["ok", "ok"]
+
+
+async def test_reject_without_resume_ends_the_turn_as_rejected(fleet: Harness) -> None:
+    session = await _session(fleet, {"tool_calls": [WRITE]}, {"text": "never"})
+    await session.prompt("go")
+    await session.reject((await _asked(session))["approval_id"], reason="no")
+    events = await until_end(session)
+    assert events[-1].type == "agent_end" and events[-1].data["reason"] == "rejected"
+    results = [m for m in await fleet.history(session.sid) if m["role"] == "tool_result"]
+    assert results[0]["is_error"] and "rejected by the user" in results[0]["content"]
+
+
+async def test_reject_with_resume_lets_the_llm_see_the_rejection(fleet: Harness) -> None:
+    session = await _session(fleet, {"tool_calls": [WRITE]}, {"text": "changed plan"})
+    await session.prompt("go")
+    await session.reject((await _asked(session))["approval_id"], auto_resume=True)
+    events = await until_end(session)
+    assert of_type(events, "agent_resumed")[0]["trigger"] == "tool_rejected"
+    assert events[-1].data["last_message"]["content"] == "changed plan"
+
+
+async def test_an_unknown_approval_id_is_an_error_event(fleet: Harness) -> None:
+    session = await _session(fleet, {"text": "x"})
+    command_id = await session.approve("ap-nothing")
+    error = (await until(session, "error"))[-1]
+    assert error.data["code"] == "not_found" and error.request_id == command_id
+
+
+async def test_a_waiting_session_is_idle_and_queues_prompts(fleet: Harness) -> None:
+    session = await _session(fleet, {"tool_calls": [WRITE]}, {"text": "one"}, {"text": "two"})
+    await session.prompt("go")
+    approval_id = (await _asked(session))["approval_id"]
+    await session.prompt("next")
+    assert (await until(session, "prompt_queued"))[-1].data["text"] == "next"
+    await session.approve(approval_id)
+    first = await until_end(session)
+    second = await until_end(session)
+    assert first[-1].data["last_message"]["content"] == "one"
+    assert second[-1].data["last_message"]["content"] == "two"
+
+
+async def test_approve_without_resume_waits_for_the_next_prompt(fleet: Harness) -> None:
+    session = await _session(fleet, {"tool_calls": [WRITE]}, {"text": "continued"})
+    await session.prompt("go")
+    await session.approve((await _asked(session))["approval_id"], auto_resume=False)
+    await until(session, "approval_resolved")
+    await session.prompt("carry on")
+    events = await until_end(session)
+    assert not of_type(events, "agent_resumed")
+    assert of_type(events, "tool_execution_end")[0]["status"] == "ok"
+    assert events[-1].data["last_message"]["content"] == "continued"
+
+
+async def test_ask_user_waits_for_respond_and_passes_the_answer(fleet: Harness) -> None:
+    session = await _session(
+        fleet,
+        {"tool_calls": [call("ask_user", question="which?", options=["a", "b"])]},
+        {"text": "thanks"},
+        tools=["ask_user"],
+    )
+    await session.prompt("go")
+    asked = (await until(session, "ask_user"))[-1].data
+    assert asked["question"] == "which?" and asked["options"] == ["a", "b"]
+    await session.respond(asked["ref"], "b")
+    events = await until_end(session)
+    assert of_type(events, "user_responded")[0]["response"] == "b"
+    results = [m for m in await fleet.history(session.sid) if m["role"] == "tool_result"]
+    assert results[0]["content"] == "b"
+
+
+async def test_shell_approval_always_covers_its_command_family_only(
+    harness_factory: Any,
+) -> None:
+    fleet = await (await harness_factory(shell_enabled=True)).start_fleet("w1")
+    session = await _session(
+        fleet,
+        {"tool_calls": [call("shell", command="echo one")]},
+        {"tool_calls": [call("shell", command="echo two")]},
+        {"tool_calls": [call("shell", command="ls")]},
+        {"text": "done"},
+    )
+    await session.prompt("go")
+    await session.approve((await _asked(session))["approval_id"], kind="always")
+    asked = await _asked(session)
+    assert asked["args"]["command"] == "ls"
