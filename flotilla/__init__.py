@@ -4,6 +4,7 @@ The SDK (`Fleet`, `Session`), settings and the `flotilla` command line live here
 """
 
 from flotilla._sdk import Fleet, FleetStatus, Session
+from flotilla._toolserver import ToolCall, ToolServer, serve_tool
 from flotilla.errors import (
     CommandError,
     ConfigurationError,
@@ -22,5 +23,8 @@ __all__ = [
     "ReplyTimeout",
     "Session",
     "Settings",
+    "ToolCall",
+    "ToolServer",
     "UnavailableError",
+    "serve_tool",
 ]

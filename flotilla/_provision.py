@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 _STREAM_NAME_IN_USE = 10058
 DLQ_MAX_AGE_S = 7 * 24 * 3600.0
+TOOLS_TTL_S = 30.0
+"""External tool announcements expire unless their server refreshes them (at a third of this)."""
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
@@ -87,3 +89,4 @@ async def provision(js: JetStreamContext, settings: Settings) -> None:
     await ensure_bucket(js, subjects.workers_bucket, ttl=60.0)
     await ensure_bucket(js, subjects.placement_bucket)
     await ensure_bucket(js, subjects.router_bucket)
+    await ensure_bucket(js, subjects.tools_bucket, ttl=TOOLS_TTL_S)

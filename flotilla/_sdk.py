@@ -296,6 +296,74 @@ class Session:
         """This session's events (with their stream sequence), live or from `since`."""
         return self.fleet.subscribe(sid=self.sid, since=since, channel=channel)
 
+    async def steer(self, text: str, *, ref: str | None = None) -> str:
+        """Redirect the running turn at its next step boundary (idle: like a prompt)."""
+        return await self.send("steer", text=text, **({"ref": ref} if ref else {}))
+
+    async def abort(
+        self,
+        *,
+        reason: str = "user_cancelled",
+        kill_tools: str = "default",
+        clear_queue: bool = True,
+    ) -> str:
+        """Stop the running turn; `kill_tools` is `default`, `all` or `none`."""
+        return await self.send(
+            "abort", reason=reason, kill_tools=kill_tools, clear_queue=clear_queue
+        )
+
+    async def approve(
+        self, approval_id: str, *, kind: str = "once", auto_resume: bool = True
+    ) -> str:
+        """Approve a pending tool call; `always` also allows its (tool, command family)."""
+        return await self.send(
+            "approve", approval_id=approval_id, kind=kind, auto_resume=auto_resume
+        )
+
+    async def reject(
+        self, approval_id: str, *, reason: str = "rejected", auto_resume: bool = False
+    ) -> str:
+        """Refuse a pending tool call; without `auto_resume` the turn ends (`rejected`)."""
+        return await self.send(
+            "reject", approval_id=approval_id, reason=reason, auto_resume=auto_resume
+        )
+
+    async def respond(self, ref: str, response: Any) -> str:
+        """Answer an `ask_user` question."""
+        return await self.send("respond", ref=ref, response=response)
+
+    async def switch_model(
+        self, model: str, *, provider_opts: dict[str, Any] | None = None
+    ) -> str:
+        body: dict[str, Any] = {"model": model}
+        if provider_opts is not None:
+            body["provider_opts"] = provider_opts
+        return await self.send("switch_model", **body)
+
+    async def attach_tool(self, tool: str | dict[str, Any]) -> str:
+        """Attach a tool by name, or an HTTP callback tool by its spec."""
+        return await self.send("attach_tool", tool=tool)
+
+    async def detach_tool(self, name: str) -> str:
+        return await self.send("detach_tool", tool=name)
+
+    async def update_plugin_opts(self, plugin: str, opts: dict[str, Any]) -> str:
+        return await self.send("update_plugin_opts", plugin=plugin, opts=opts)
+
+    async def checkpoint(self, label: str | None = None, *, timeout: float = 10.0) -> str:
+        """Save a checkpoint; returns its id once `checkpoint_saved` arrives."""
+        command_id = await self.send("checkpoint", **({"label": label} if label else {}))
+        event = await self.wait_for({"checkpoint_saved"}, request_id=command_id, timeout=timeout)
+        return str(event.data["checkpoint_id"])
+
+    async def next_event(self, *, timeout: float) -> Event:
+        """The next buffered event of this session, whatever its type."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._events.get()
+        except TimeoutError:
+            raise ReplyTimeout(f"no event for session {self.sid} within {timeout} s") from None
+
     async def hibernate(self) -> str:
         return await self.send("hibernate")
 

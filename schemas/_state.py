@@ -79,6 +79,8 @@ class PendingApproval(BaseModel):
     tool: str
     args: dict[str, Any] = Field(default_factory=dict)
     family: str = "*"
+    families: list[str] = Field(default_factory=list)
+    """Every program a shell command line runs: `always` allows each of them."""
     hint: str | None = None
     requested_at: int = 0
     expires_ms: int | None = None

@@ -21,6 +21,7 @@ from flotilla import Fleet, Settings
 from flotilla._connect import connect_nats
 from flotilla._up import spawn_component
 from flotilla.embedded import start_nats, start_redis
+from flotilla.keys import RedisKeys
 from router import Router
 from workers import Worker
 
@@ -147,6 +148,11 @@ class Harness:
     ) -> None:
         assert self.nc is not None
         await self.nc.jetstream().publish(subject, data, headers=headers)
+
+    async def history(self, sid: str) -> list[dict[str, Any]]:
+        """The session's persisted message history, read straight from Redis."""
+        raw = await self.redis.lrange(RedisKeys(self.settings.redis_prefix).history(sid), 0, -1)
+        return [decode(item) for item in raw]
 
     async def close(self) -> None:
         for process in self.processes:

@@ -24,12 +24,12 @@ from schemas import (
     is_token,
 )
 from workers import _metrics, _ops
-from workers._prompting import system_prompt
-from workers._subagents import abort_children, report_to_parent, spawn
 from workers._context import DeadLetterRequest, WorkerContext
 from workers._delivery import Delivery
 from workers._events import now_ms
 from workers._hooks import SessionHooks
+from workers._prompting import system_prompt
+from workers._subagents import abort_children, report_to_parent, spawn
 from workers._turn import TurnRunner
 from workers.errors import CommandRejected, Conflict, Fenced, StoreUnavailable
 from workers.plugins import Hook, PluginChain, PluginLoadError, load_plugins
@@ -154,7 +154,22 @@ class SessionActor:
             self.turn = None
 
     def start_turn(self, *, resumed: bool = False, end_reason: str | None = None) -> None:
+        """Run the current turn (or the queue) in a task; a session has one runner at most."""
+        assert self.turn is None, "a turn runner is already running"
+        state = self.state
+        assert state is not None
+        if state.current is not None:
+            # not suspended from now on: a command handled before the task starts sees it busy
+            state.current.suspended = False
+            state.status = "running"
         self.turn = TurnRunner(self, self._ctx, resumed=resumed, end_reason=end_reason)
+
+    def resume_turn(self, *, end_reason: str | None = None) -> None:
+        """Carry a waiting turn on: a new runner, or the one still saving its suspension."""
+        if self.turn is None:
+            self.start_turn(end_reason=end_reason)
+        else:
+            self.turn.request_resume(end_reason)
 
     def linger(self, task: asyncio.Task[Any]) -> None:
         """Keep a tool call the user chose not to kill running; its result is dropped."""
@@ -198,7 +213,7 @@ class SessionActor:
         if (current is not None and not current.suspended) or (
             current is None and state.prompt_queue
         ):
-            self.start_turn(resumed=True)
+            self.start_turn(resumed=current is not None)
 
     def attach_plugins(self) -> None:
         """Build the session's plugin chain from its options and hot-updated opts."""
@@ -211,7 +226,10 @@ class SessionActor:
             else:
                 specs.append({"name": spec.name, "opts": spec.opts})
         try:
-            chain = PluginChain(load_plugins(specs, extra=self.settings.custom_plugins))
+            # tenants name plugins; only the operator's settings may name modules to import
+            chain = PluginChain(
+                load_plugins(specs, extra=self.settings.custom_plugins, import_paths=False)
+            )
         except PluginLoadError as exc:
             raise CommandRejected("plugin_unavailable", str(exc)) from None
         for name, opts in state.plugin_opts.items():

@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING, Literal
 from schemas import PendingApproval, PendingQuestion, ToolCallRecord
 from workers import _metrics
 from workers._events import now_ms
-from workers.plugins import Abort, BlockTool, Hook, Intervene, RequireApproval, Skip, command_family
+from workers.plugins import (
+    Abort,
+    BlockTool,
+    Hook,
+    Intervene,
+    RequireApproval,
+    Skip,
+    command_families,
+    command_family,
+)
 from workers.tools import (
     AskUserEffect,
     CompactEffect,
@@ -73,14 +82,17 @@ class ToolBatch:
         assert state is not None and state.current is not None
         rid = state.current.request_id
         try:
-            started = await self._dispatch(rid)
-            if self._abort is not None:
-                return AbortTurn(self._abort)
-            if started or any(r.status == "done" for r in self._records):
+            # again while calls were approved meanwhile (an approval can arrive mid-batch)
+            while any(r.status in ("pending", "running") for r in self._records):
+                started = await self._dispatch(rid)
+                if self._abort is not None:
+                    return AbortTurn(self._abort)
                 await actor.save()
-            for record in started:
-                await self._announce_start(record, rid)
-            await self._collect(rid)
+                for record in started:
+                    await self._announce_start(record, rid)
+                await self._collect(rid)
+                if self._abort is not None:
+                    break
         finally:
             await self._stop_tasks()
         if self._abort is not None:
@@ -131,6 +143,10 @@ class ToolBatch:
             if outcome.args is not None:
                 record.args = dict(outcome.args)
             terminal = outcome.terminal
+            crashed = [i.plugin for i in outcome.incidents if i.kind == "crash"]
+            if crashed and terminal is None:
+                # fail closed: a guard that could not decide does not let the call through
+                terminal = BlockTool(f"plugin {crashed[0]} failed while checking this call")
             if isinstance(terminal, Abort):
                 self._abort = f"plugin: {terminal.reason}"
                 return started
@@ -164,6 +180,7 @@ class ToolBatch:
             tool=record.name,
             args=record.args,
             family=command_family(record.name, record.args),
+            families=sorted(command_families(record.name, record.args)),
             hint=hint,
             requested_at=now_ms(),
             expires_ms=self._actor.approval_deadline(),

@@ -25,8 +25,8 @@ from schemas import (
     QueuedPrompt,
     Reject,
     Respond,
-    SteeringItem,
     Steer,
+    SteeringItem,
     Stop,
     SwitchModel,
     UpdatePluginOpts,
@@ -109,7 +109,12 @@ async def prompt(actor: SessionActor, command: Prompt, delivery: Delivery, rid: 
     # a runner without a current turn is announcing the end of one: it takes queued prompts
     # before it exits, so a prompt arriving now is queued rather than starting a second runner
     if current is not None or actor.turn is not None:
-        if current is not None and current.suspended and not state.pending_approvals and not state.pending_questions:
+        if (
+            current is not None
+            and current.suspended
+            and not state.pending_approvals
+            and not state.pending_questions
+        ):
             # decisions were taken with auto_resume=false: this prompt carries the turn on
             current.follow_ups.append(text)
             await actor.commit(delivery)
@@ -257,9 +262,11 @@ async def approve(actor: SessionActor, command: Approve, delivery: Delivery, rid
     record.status = "pending"
     record.approved = True
     state.pending_approvals.remove(approval)
-    if command.kind == "always" and (approval.tool, approval.family) not in state.allowlist:
-        state.allowlist.append((approval.tool, approval.family))
-    resume = command.auto_resume and _nothing_pending(actor) and actor.turn is None
+    if command.kind == "always":
+        for family in approval.families or [approval.family]:
+            if (approval.tool, family) not in state.allowlist:
+                state.allowlist.append((approval.tool, family))
+    resume = command.auto_resume and _nothing_pending(actor)
     await actor.commit(delivery)
     actor.arm_timers()
     _metrics.APPROVALS.labels(f"approved_{command.kind}").inc()
@@ -279,7 +286,7 @@ async def approve(actor: SessionActor, command: Approve, delivery: Delivery, rid
             {"trigger": "tool_approved", "approval_id": approval.approval_id},
             request_id=rid,
         )
-        actor.start_turn()
+        actor.resume_turn()
 
 
 async def reject(actor: SessionActor, command: Reject, delivery: Delivery, rid: str) -> None:
@@ -317,7 +324,7 @@ async def reject(actor: SessionActor, command: Reject, delivery: Delivery, rid: 
             },
             request_id=rid,
         )
-    if actor.turn is not None or not _nothing_pending(actor):
+    if not _nothing_pending(actor):
         return
     if command.auto_resume:
         await actor.emit(
@@ -328,9 +335,9 @@ async def reject(actor: SessionActor, command: Reject, delivery: Delivery, rid: 
             },
             request_id=rid,
         )
-        actor.start_turn()
+        actor.resume_turn()
     else:
-        actor.start_turn(end_reason="rejected")
+        actor.resume_turn(end_reason="rejected")
 
 
 async def respond(actor: SessionActor, command: Respond, delivery: Delivery, rid: str) -> None:
@@ -348,7 +355,7 @@ async def respond(actor: SessionActor, command: Respond, delivery: Delivery, rid
     else:
         record.result = response if isinstance(response, str) else _json(response)
     state.pending_questions.remove(question)
-    resume = _nothing_pending(actor) and actor.turn is None
+    resume = _nothing_pending(actor)
     await actor.commit(delivery)
     if question.kind == "subagent":
         await actor.emit(
@@ -361,7 +368,7 @@ async def respond(actor: SessionActor, command: Respond, delivery: Delivery, rid
             "user_responded", {"ref": command.ref, "response": response}, request_id=rid
         )
     if resume:
-        actor.start_turn()
+        actor.resume_turn()
 
 
 # -- session configuration ---------------------------------------------------------------------

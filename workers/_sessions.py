@@ -112,6 +112,7 @@ async def create_session(
     )
     if not base or "provider_opts" in command.model_fields_set:
         state.provider_opts = dict(state.options.provider_opts)
+        state.script_cursor = 0  # new provider options: a mock script starts from its top
     if command.parent is not None:
         state.parent = ParentLink(sid=command.parent.sid, ref=command.parent.ref)
         state.depth = command.parent.depth

@@ -60,7 +60,13 @@ class TurnRunner:
         self.detach: set[str] = set()
         self.compact_requested: str | None = None
         self._batch: ToolBatch | None = None
+        self._resume = False
         self._task = asyncio.create_task(self._run(resumed), name=f"turn-{actor.sid}")
+
+    def request_resume(self, end_reason: str | None) -> None:
+        """The wait this runner is suspending for ended already: go on instead of exiting."""
+        self._resume = True
+        self._end_reason = end_reason or self._end_reason
 
     @staticmethod
     def begin(actor: SessionActor, text: str, request_id: str, meta: dict[str, Any]) -> None:
@@ -121,7 +127,7 @@ class TurnRunner:
         try:
             state = actor.state
             assert state is not None
-            if resumed and state.current is not None and not state.current.suspended:
+            if resumed and state.current is not None:
                 await self._announce_resume()
             while True:
                 if state.current is None:
@@ -137,7 +143,10 @@ class TurnRunner:
                 state.status = "running"
                 started = time.perf_counter()
                 if await self._run_turn() == "suspended":
-                    return
+                    if not self._resume:
+                        return  # no await before the exit: a resume now starts a new runner
+                    self._resume = False
+                    continue
                 _metrics.TURN_SECONDS.observe(time.perf_counter() - started)
         except asyncio.CancelledError:
             raise

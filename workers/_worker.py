@@ -36,9 +36,9 @@ from workers._intake import MAX_OUTSTANDING, ShardIntake
 from workers._mock import MockLLM
 from workers._outbox import CommandPublisher
 from workers._sessions import Blueprints
-from workers._toolbox import Toolbox
 from workers._slots import SlotPool
 from workers._store import SessionStore
+from workers._toolbox import Toolbox
 from workers.errors import StoreUnavailable
 from workers.tools import ToolCatalog
 from workers.tools._external import ExternalToolDirectory

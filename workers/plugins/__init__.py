@@ -1,0 +1,83 @@
+"""Plugins: CMDC's hook x action contract, the chain that runs it, the built-in plugins.
+
+Pure logic, no I/O: the turn engine calls `PluginChain.run` at each hook and acts on the
+`ChainOutcome`. Errors:
+
+ValueError
+├── PluginOptsError    a plugin refused its options (at load or on update_plugin_opts)
+└── PluginLoadError    a plugin spec cannot be loaded (unknown name, bad path, bad opts...)
+
+A plugin that crashes at a hook is not an error: it becomes an `Incident` of the outcome.
+"""
+
+from workers.plugins._base import (
+    ACTION_TYPES,
+    ALLOWED,
+    MAX_SHELL_CHARS,
+    Abort,
+    Action,
+    BlockTool,
+    Continue,
+    Emit,
+    Hook,
+    Intervene,
+    Plugin,
+    PluginContext,
+    PluginOptsError,
+    ReplaceToolArgs,
+    RequireApproval,
+    ShellSegment,
+    Skip,
+    SwitchModel,
+    Terminal,
+    command_families,
+    command_family,
+    shell_segments,
+)
+from workers.plugins._chain import ChainOutcome, Emitted, Incident, PluginChain
+from workers.plugins._human_approval import HumanApproval, describe_call
+from workers.plugins._loader import (
+    BUILTIN_PLUGINS,
+    PluginLoadError,
+    PluginSpecLike,
+    load_plugins,
+    plugin_registry,
+)
+from workers.plugins._security_guard import SecurityGuard
+
+__all__ = [
+    "ACTION_TYPES",
+    "ALLOWED",
+    "BUILTIN_PLUGINS",
+    "MAX_SHELL_CHARS",
+    "Abort",
+    "Action",
+    "BlockTool",
+    "ChainOutcome",
+    "Continue",
+    "Emit",
+    "Emitted",
+    "Hook",
+    "HumanApproval",
+    "Incident",
+    "Intervene",
+    "Plugin",
+    "PluginChain",
+    "PluginContext",
+    "PluginLoadError",
+    "PluginOptsError",
+    "PluginSpecLike",
+    "ReplaceToolArgs",
+    "RequireApproval",
+    "SecurityGuard",
+    "ShellSegment",
+    "Skip",
+    "SwitchModel",
+    "Terminal",
+    "command_families",
+    "command_family",
+    "describe_call",
+    "load_plugins",
+    "plugin_registry",
+    "shell_segments",
+]

@@ -1,0 +1,338 @@
+"""The plugin contract: the 13 hooks, the actions a plugin may answer with, the base class.
+
+A plugin is called synchronously at each hook with the hook's payload, its own JSON state and
+a read-only `PluginContext`; it never does I/O. Payload keys per hook:
+
+    session_start, session_end  {}
+    after_turn         {outcome: "finished" | "aborted", abort_reason, messages_diff,
+                        usage_diff, started_at_ms, ended_at_ms, duration_ms}
+    before_prompt      {text}
+    before_request     {messages}
+    after_response     {message}
+    before_tool        {name, call_id, args}
+    on_tool_error      {name, call_id, error, attempt}
+    after_tool         {name, call_id, result, is_error}
+    after_tool_batch   {results: [{name, call_id, result, is_error}]}
+    before_finish      {message}
+    before_compact     {messages}
+    before_steering    {text}
+
+Which action each hook accepts is `ALLOWED`, CMDC's hook x action matrix.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+
+class Hook(StrEnum):
+    """The points of a session's life where plugins are called (CMDC's 13 events)."""
+
+    SESSION_START = "session_start"
+    SESSION_END = "session_end"
+    AFTER_TURN = "after_turn"
+    BEFORE_PROMPT = "before_prompt"
+    BEFORE_REQUEST = "before_request"
+    AFTER_RESPONSE = "after_response"
+    BEFORE_TOOL = "before_tool"
+    ON_TOOL_ERROR = "on_tool_error"
+    AFTER_TOOL = "after_tool"
+    AFTER_TOOL_BATCH = "after_tool_batch"
+    BEFORE_FINISH = "before_finish"
+    BEFORE_COMPACT = "before_compact"
+    BEFORE_STEERING = "before_steering"
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """Carry on; what returning None means."""
+
+    kind: ClassVar[str] = "continue"
+
+
+@dataclass(frozen=True, slots=True)
+class Intervene:
+    """Inject `prompt` as a user message and run another step instead of going on."""
+
+    prompt: str
+    kind: ClassVar[str] = "intervene"
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """End the turn (or refuse the session start / the steering message) with `reason`."""
+
+    reason: str
+    kind: ClassVar[str] = "abort"
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Drop what the hook is about (the prompt, the request, the retry, the compaction)."""
+
+    kind: ClassVar[str] = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockTool:
+    """Do not run the tool; the LLM gets an error result saying `reason`."""
+
+    reason: str
+    kind: ClassVar[str] = "block_tool"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceToolArgs:
+    """Run the tool with `args` instead; later plugins see the new args."""
+
+    args: dict[str, Any]
+    kind: ClassVar[str] = "replace_tool_args"
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Publish a `plugin_event` of kind `type` with `data`; the chain goes on."""
+
+    type: str
+    data: dict[str, Any]
+    kind: ClassVar[str] = "emit"
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchModel:
+    """Use `model` from the next LLM request on; the last one of a chain wins."""
+
+    model: str
+    provider_opts: dict[str, Any] | None = None
+    kind: ClassVar[str] = "switch_model"
+
+
+@dataclass(frozen=True, slots=True)
+class RequireApproval:
+    """Flotilla extension (not one of CMDC's 8): park the call until a human approves it.
+
+    Only `before_tool` accepts it. The engine publishes `approval_required` with `hint`; once
+    approved it runs `before_tool` again with `PluginContext.approved` set.
+    """
+
+    hint: str | None = None
+    kind: ClassVar[str] = "require_approval"
+
+
+Action = (
+    Continue
+    | Intervene
+    | Abort
+    | Skip
+    | BlockTool
+    | ReplaceToolArgs
+    | Emit
+    | SwitchModel
+    | RequireApproval
+)
+Terminal = Abort | Skip | Intervene | BlockTool | RequireApproval
+"""The actions that stop the chain."""
+
+ACTION_TYPES: tuple[type[Action], ...] = (
+    Continue,
+    Intervene,
+    Abort,
+    Skip,
+    BlockTool,
+    ReplaceToolArgs,
+    Emit,
+    SwitchModel,
+    RequireApproval,
+)
+
+_C, _I, _A, _S = Continue, Intervene, Abort, Skip
+_B, _R, _E, _M = BlockTool, ReplaceToolArgs, Emit, SwitchModel
+
+ALLOWED: Mapping[Hook, frozenset[type[Action]]] = MappingProxyType(
+    {
+        Hook.SESSION_START: frozenset({_C, _A, _E}),
+        Hook.SESSION_END: frozenset({_C, _E}),
+        Hook.AFTER_TURN: frozenset({_C, _E}),
+        Hook.BEFORE_PROMPT: frozenset({_C, _I, _A, _S, _E}),
+        Hook.BEFORE_REQUEST: frozenset({_C, _I, _A, _S, _E, _M}),
+        Hook.AFTER_RESPONSE: frozenset({_C, _I, _A, _S, _E, _M}),
+        Hook.BEFORE_TOOL: frozenset({_C, _A, _B, _R, _E, _M, RequireApproval}),
+        # CMDC marks switch_model "-*" here (ignored: no agent state in the retry loop).
+        Hook.ON_TOOL_ERROR: frozenset({_C, _A, _S, _E}),
+        Hook.AFTER_TOOL: frozenset({_C, _I, _A, _E, _M}),
+        Hook.AFTER_TOOL_BATCH: frozenset({_C, _I, _A, _E, _M}),
+        Hook.BEFORE_FINISH: frozenset({_C, _I, _A, _E}),
+        Hook.BEFORE_COMPACT: frozenset({_C, _S, _E}),
+        Hook.BEFORE_STEERING: frozenset({_C, _I, _A, _E}),
+    }
+)
+"""CMDC's hook x action matrix (seeds/003), plus RequireApproval in before_tool."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PluginContext:
+    """What a plugin may read about the session; built by the engine for each call."""
+
+    session_id: str
+    tenant: str
+    turn: int
+    model: str
+    user_data: dict[str, Any] = field(default_factory=dict)
+    tools: tuple[str, ...] = ()
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+    allowlist: frozenset[tuple[str, str]] = frozenset()
+    """(tool, command family) pairs a human approved "always" in this session."""
+    approved: bool = False
+    """True when before_tool re-runs for a call a human has just approved."""
+    last_assistant_reply: str | None = None
+
+
+class PluginOptsError(ValueError):
+    """A plugin's options are invalid; the message says which and why."""
+
+
+class Plugin:
+    """Base of every plugin: a typed no-op that continues at every hook.
+
+    Subclasses set `name` (and `priority`: lower runs first), validate and apply their
+    options in `configure`, and answer hooks in `handle`. `state` is the plugin's own
+    JSON-serialisable dict, persisted with the session; mutate it in place.
+    """
+
+    name: ClassVar[str]
+    priority: ClassVar[int] = 100
+    aliases: ClassVar[tuple[str, ...]] = ()
+    """Other names the plugin is known by (CMDC module names)."""
+
+    def __init__(self, opts: Mapping[str, Any]) -> None:
+        self.configure(opts)
+
+    def configure(self, opts: Mapping[str, Any]) -> None:
+        """Validate `opts` and apply them; raise PluginOptsError before changing anything."""
+        if opts:
+            raise PluginOptsError(f"{self.name} takes no options; got {sorted(opts)}")
+
+    def update_opts(self, opts: Mapping[str, Any]) -> None:
+        """Hot update (update_plugin_opts): by default re-validate and replace the options."""
+        self.configure(opts)
+
+    def approval_timeout_ms(self) -> int | None:
+        """How long the engine lets this plugin's RequireApproval wait; None: no limit."""
+        return None
+
+    def initial_state(self) -> dict[str, Any]:
+        """The state of a new session (JSON-serialisable)."""
+        return {}
+
+    def handle(
+        self, hook: Hook, payload: Mapping[str, Any], state: dict[str, Any], ctx: PluginContext
+    ) -> Action | None:
+        """Answer one hook; None means Continue."""
+        return None
+
+
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_SUBSTITUTION = re.compile(r"\$\(([^()]*)\)|`([^`]*)`")
+_SHELL_PUNCTUATION = frozenset("();<>|&")
+_MAX_NESTING = 3
+MAX_SHELL_CHARS = 32_768
+"""Longer shell lines are not parsed (the parser is pure Python): never allowlisted, blocked."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShellSegment:
+    """One simple command of a shell line: its words, how it joins the previous one."""
+
+    words: tuple[str, ...]
+    piped: bool = False
+    """Reads the previous segment's output (`|` or `|&`)."""
+    redirects: tuple[str, ...] = ()
+    """Targets of its output redirections (`>`, `>>`, `&>`...)."""
+
+    @property
+    def program(self) -> str:
+        """The basename of the first word after leading VAR=value assignments; "" if none."""
+        for word in self.words:
+            if not _ASSIGNMENT.match(word):
+                return posixpath.basename(word)
+        return ""
+
+
+def _tokens(command: str) -> list[str]:
+    lexer = shlex.shlex(command.replace("\n", " ; "), posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    try:
+        return list(lexer)
+    except ValueError:  # unbalanced quotes: fall back to a rough split
+        return re.findall(r"[();<>|&]+|[^\s();<>|&]+", command)
+
+
+def shell_segments(command: str) -> list[ShellSegment]:
+    """Split a shell line into simple commands, including `$(...)` and backtick substitutions.
+
+    An approximation of the shell grammar, good enough to name the programs a line runs.
+    """
+    return _segments(command, 0)
+
+
+def _segments(command: str, depth: int) -> list[ShellSegment]:
+    segments: list[ShellSegment] = []
+    words: list[str] = []
+    redirects: list[str] = []
+    piped = False
+    tokens = _tokens(command)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token and set(token) <= _SHELL_PUNCTUATION:
+            if ">" in token and "(" not in token:
+                if i + 1 < len(tokens):
+                    redirects.append(tokens[i + 1])
+                i += 2
+                continue
+            if "<" in token and "(" not in token:
+                i += 2  # input redirection: skip its source
+                continue
+            if words:
+                segments.append(ShellSegment(tuple(words), piped, tuple(redirects)))
+            words, redirects = [], []
+            piped = token in ("|", "|&")
+        else:
+            words.append(token)
+            if depth < _MAX_NESTING and ("$(" in token or "`" in token):
+                for match in _SUBSTITUTION.finditer(token):
+                    inner = match.group(1) or match.group(2) or ""
+                    segments.extend(_segments(inner, depth + 1))
+        i += 1
+    if words:
+        segments.append(ShellSegment(tuple(words), piped, tuple(redirects)))
+    return segments
+
+
+def command_family(tool: str, args: Mapping[str, Any]) -> str:
+    """What "approve always" covers: the program of a `shell` call, "*" for other tools."""
+    if tool != "shell":
+        return "*"
+    command = args.get("command")
+    segments = shell_segments(command[:MAX_SHELL_CHARS]) if isinstance(command, str) else []
+    return segments[0].program if segments else ""
+
+
+def command_families(tool: str, args: Mapping[str, Any]) -> frozenset[str]:
+    """Every program a call runs (all of a compound shell line); {"*"} for other tools."""
+    if tool != "shell":
+        return frozenset({"*"})
+    command = args.get("command")
+    if not isinstance(command, str) or len(command) > MAX_SHELL_CHARS:
+        return frozenset({""})  # matches no allowlist entry
+    segments = shell_segments(command)
+    return frozenset(s.program for s in segments if s.program) or frozenset({""})
