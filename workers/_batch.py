@@ -112,10 +112,10 @@ class ToolBatch:
             if record.status in ("done", "awaiting"):
                 continue
             tool = actor.resolve_tool(record.name)
-            if record.status == "running":  # started under a worker that was lost
-                if tool is None or not tool.spec.idempotent:
-                    self._finish(record, ToolResult.error(INTERRUPTED))
-                    continue
+            lost = record.status == "running"  # started under a worker that was lost
+            if lost and (tool is None or not tool.spec.idempotent):
+                self._finish(record, ToolResult.error(INTERRUPTED))
+                continue
             if tool is None:
                 await actor.emit(
                     "tool_call_unknown",

@@ -58,6 +58,30 @@ def _options(actor: SessionActor, command: Create) -> dict[str, Any]:
     return defaults | base | given
 
 
+async def _restore(
+    actor: SessionActor,
+    command: Create,
+    tenant: str,
+    options: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], dict[str, bytes] | None]:
+    """With `from_checkpoint`: the checkpoint's state, its options under the given ones, its
+    history before the given messages, its workspace files."""
+    ref = command.from_checkpoint
+    if ref is None:
+        return {}, options, history, None
+    restored = await load_checkpoint(
+        actor.ctx.store, ref.session_id, ref.checkpoint_id, tenant=tenant
+    )
+    if restored is None:
+        raise CommandRejected(
+            "not_found", f"no checkpoint {ref.checkpoint_id!r} of session {ref.session_id!r}"
+        )
+    base, saved_history, files = restored
+    given = {k: v for k, v in options.items() if k in command.model_fields_set or k == "model"}
+    return base, base.get("options", {}) | given, saved_history + history, files
+
+
 async def create_session(
     actor: SessionActor, command: Create, delivery: Delivery, rid: str
 ) -> None:
@@ -69,23 +93,10 @@ async def create_session(
         if not actor.ctx.tools.known(name, tenant=delivery.tenant):
             raise CommandRejected("invalid_command", f"tools: no tool {name!r} on this fleet")
     ts = now_ms()
-    base: dict[str, Any] = {}
     history: list[dict[str, Any]] = [m.model_dump(exclude_none=True) for m in command.messages]
-    workspace_files: dict[str, bytes] | None = None
-    if command.from_checkpoint is not None:
-        ref = command.from_checkpoint
-        restored = await load_checkpoint(
-            actor.ctx.store, ref.session_id, ref.checkpoint_id, tenant=delivery.tenant
-        )
-        if restored is None:
-            raise CommandRejected(
-                "not_found", f"no checkpoint {ref.checkpoint_id!r} of session {ref.session_id!r}"
-            )
-        base, saved_history, workspace_files = restored
-        history = saved_history + history
-        options = base.get("options", {}) | {
-            k: v for k, v in options.items() if k in command.model_fields_set or k == "model"
-        }
+    base, options, history, workspace_files = await _restore(
+        actor, command, delivery.tenant, options, history
+    )
     state = SessionState.model_validate(
         {
             **{k: v for k, v in base.items() if k not in ("sid", "tenant", "options")},

@@ -175,7 +175,6 @@ class TurnRunner:
         assert state is not None and state.current is not None
         current = state.current
         rid = current.request_id
-        hooks = actor.hooks
         while True:
             if current.batch:
                 state.status = "executing_tools"
@@ -203,61 +202,73 @@ class TurnRunner:
             if current.step >= state.options.max_turns:
                 await self._finish("max_turns")
                 return "ended"
-            before = await hooks.run(
-                Hook.BEFORE_REQUEST, {"messages": list(actor.history)}, request_id=rid
-            )
-            if isinstance(before.terminal, Abort):
-                await self._end_aborted(f"plugin: {before.terminal.reason}")
-                return "ended"
-            if isinstance(before.terminal, Skip):
-                await self._finish("finished")
-                return "ended"
-            if isinstance(before.terminal, Intervene):
-                actor.append_message({"role": "user", "content": before.terminal.prompt})
-            try:
-                response = await self._call_llm()
-            except LLMError as exc:
-                error = {"code": exc.code, "message": str(exc)}
-                await actor.emit("error", error, request_id=rid)
-                await self._finish("error", error=error)
-                return "ended"
-            message = self._assistant_message(response)
-            after = await hooks.run(Hook.AFTER_RESPONSE, {"message": message}, request_id=rid)
-            if isinstance(after.terminal, Skip):
-                message.pop("tool_calls", None)  # the response stands, its tool calls do not
-            actor.append_message(message)
-            current.step += 1
-            self._account(response)
-            if isinstance(after.terminal, Abort):
-                await self._end_aborted(f"plugin: {after.terminal.reason}")
-                return "ended"
-            if isinstance(after.terminal, Intervene):
-                self.follow_up(after.terminal.prompt)
-            calls = message.get("tool_calls") or []
-            if calls:
-                current.batch = [
-                    ToolCallRecord(call_id=c["call_id"], name=c["name"], args=c["arguments"])
-                    for c in calls
-                ]
-                async with self._save_and_announce():
-                    await actor.save()  # the step boundary: the LLM's decision is kept
-                    await actor.emit("response_complete", {"message": message}, request_id=rid)
-                    await actor.emit("tool_calls", {"count": len(calls)}, request_id=rid)
-                await self._detect_loop(calls)
-                continue
-            if current.follow_ups:
-                await self._save_step(message)
-                continue
-            final = await hooks.run(Hook.BEFORE_FINISH, {"message": message}, request_id=rid)
-            if isinstance(final.terminal, Intervene):
-                self.follow_up(final.terminal.prompt)
-                await self._save_step(message)
-                continue
-            if isinstance(final.terminal, Abort):
-                await self._end_aborted(f"plugin: {final.terminal.reason}")
-                return "ended"
-            await self._finish("finished", message=message)
+            end = await self._llm_step()
+            if end is not None:
+                return end
+
+    async def _llm_step(self) -> StepEnd | None:
+        """One LLM request and what it decides; None when the turn goes on to another step."""
+        actor = self._actor
+        state = actor.state
+        assert state is not None and state.current is not None
+        current = state.current
+        rid = current.request_id
+        hooks = actor.hooks
+        before = await hooks.run(
+            Hook.BEFORE_REQUEST, {"messages": list(actor.history)}, request_id=rid
+        )
+        if isinstance(before.terminal, Abort):
+            await self._end_aborted(f"plugin: {before.terminal.reason}")
             return "ended"
+        if isinstance(before.terminal, Skip):
+            await self._finish("finished")
+            return "ended"
+        if isinstance(before.terminal, Intervene):
+            actor.append_message({"role": "user", "content": before.terminal.prompt})
+        try:
+            response = await self._call_llm()
+        except LLMError as exc:
+            error = {"code": exc.code, "message": str(exc)}
+            await actor.emit("error", error, request_id=rid)
+            await self._finish("error", error=error)
+            return "ended"
+        message = self._assistant_message(response)
+        after = await hooks.run(Hook.AFTER_RESPONSE, {"message": message}, request_id=rid)
+        if isinstance(after.terminal, Skip):
+            message.pop("tool_calls", None)  # the response stands, its tool calls do not
+        actor.append_message(message)
+        current.step += 1
+        self._account(response)
+        if isinstance(after.terminal, Abort):
+            await self._end_aborted(f"plugin: {after.terminal.reason}")
+            return "ended"
+        if isinstance(after.terminal, Intervene):
+            self.follow_up(after.terminal.prompt)
+        calls = message.get("tool_calls") or []
+        if calls:
+            current.batch = [
+                ToolCallRecord(call_id=c["call_id"], name=c["name"], args=c["arguments"])
+                for c in calls
+            ]
+            async with self._save_and_announce():
+                await actor.save()  # the step boundary: the LLM's decision is kept
+                await actor.emit("response_complete", {"message": message}, request_id=rid)
+                await actor.emit("tool_calls", {"count": len(calls)}, request_id=rid)
+            await self._detect_loop(calls)
+            return None
+        if current.follow_ups:
+            await self._save_step(message)
+            return None
+        final = await hooks.run(Hook.BEFORE_FINISH, {"message": message}, request_id=rid)
+        if isinstance(final.terminal, Intervene):
+            self.follow_up(final.terminal.prompt)
+            await self._save_step(message)
+            return None
+        if isinstance(final.terminal, Abort):
+            await self._end_aborted(f"plugin: {final.terminal.reason}")
+            return "ended"
+        await self._finish("finished", message=message)
+        return "ended"
 
     async def _save_step(self, message: dict[str, Any]) -> None:
         state = self._actor.state

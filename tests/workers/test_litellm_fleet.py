@@ -3,8 +3,6 @@ OpenAI-compatible server over real HTTP and SSE, through litellm."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from tests.conftest import Harness

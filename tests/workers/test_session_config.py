@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flotilla import Session
+import pytest
+
+from flotilla import CommandError, Fleet, Session
 from tests.conftest import Harness
 from tests.engine_helpers import call, of_type, script, until, until_end
 
@@ -127,17 +129,12 @@ async def test_checkpoints_redact_provider_keys(fleet: Harness) -> None:
 
 
 async def test_a_checkpoint_of_another_tenant_is_not_found(fleet: Harness) -> None:
-    from flotilla import Fleet
-
     session = await _session(fleet, {"text": "x"})
     checkpoint_id = await session.checkpoint()
     async with await Fleet.connect(settings=fleet.settings, tenant="other") as other:
-        try:
+        with pytest.raises(CommandError) as refused:
             await other.create_agent(
                 model="mock:echo",
                 from_checkpoint={"session_id": session.sid, "checkpoint_id": checkpoint_id},
             )
-        except Exception as exc:
-            assert getattr(exc, "code", None) == "not_found"
-        else:
-            raise AssertionError("another tenant's checkpoint was restored")
+    assert refused.value.code == "not_found"
