@@ -332,9 +332,7 @@ class Session:
         """Answer an `ask_user` question."""
         return await self.send("respond", ref=ref, response=response)
 
-    async def switch_model(
-        self, model: str, *, provider_opts: dict[str, Any] | None = None
-    ) -> str:
+    async def switch_model(self, model: str, *, provider_opts: dict[str, Any] | None = None) -> str:
         body: dict[str, Any] = {"model": model}
         if provider_opts is not None:
             body["provider_opts"] = provider_opts

@@ -133,4 +133,3 @@ def _boolean(raw: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(raw)
-
