@@ -417,3 +417,6 @@ class ToolBatch:
         state = self._actor.state
         assert state is not None
         state.tool_calls += 1
+        _metrics.TOOL_CALLS.labels(
+            _metrics.tool_label(record.name), "error" if result.is_error else "ok"
+        ).inc()

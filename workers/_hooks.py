@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from workers import _metrics
 from workers.plugins import Action, ChainOutcome, Hook, PluginChain, PluginContext
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class SessionHooks:
         )
         actor = self._actor
         for incident in outcome.incidents:
+            _metrics.PLUGIN_INCIDENTS.labels(incident.kind).inc()
             if incident.kind == "invalid_action":
                 await actor.emit(
                     "error",
