@@ -96,18 +96,30 @@ def _status(code: int | None, timeout_s: float) -> str:
 async def _execute(command: str, cwd: Path, timeout_s: float, capture: _Capture) -> int | None:
     """The exit code, or None on timeout; the process group is dead when this returns."""
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.subprocess_exec(
-        lambda: _Protocol(capture),
-        "/bin/sh",
-        "-c",
-        command,
-        cwd=cwd,
-        env={"PATH": _PATH, "HOME": str(cwd), "LANG": "C.UTF-8"},
-        stdin=DEVNULL,
-        stdout=PIPE,
-        stderr=STDOUT,
-        start_new_session=True,
+    spawn = asyncio.ensure_future(
+        loop.subprocess_exec(
+            lambda: _Protocol(capture),
+            "/bin/sh",
+            "-c",
+            command,
+            cwd=cwd,
+            env={"PATH": _PATH, "HOME": str(cwd), "LANG": "C.UTF-8"},
+            stdin=DEVNULL,
+            stdout=PIPE,
+            stderr=STDOUT,
+            start_new_session=True,
+        )
     )
+    try:
+        transport, protocol = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        # cancelled while the process was being started: the loop's own cleanup would kill
+        # only /bin/sh, so let the spawn finish and kill the whole group before going on
+        with contextlib.suppress(Exception):
+            started, _ = await spawn
+            _kill_group(started.get_pid())
+            started.close()
+        raise
     pgid = transport.get_pid()
     try:
         async with asyncio.timeout(timeout_s):
