@@ -1,4 +1,4 @@
-"""`python -m ops.bench turns [--workers N] [--out FILE]`: Flotilla's performance report."""
+"""`python -m ops.bench turns|abort [--workers N] [--out FILE]`: Flotilla's performance report."""
 
 from __future__ import annotations
 
@@ -18,11 +18,19 @@ def main(argv: list[str] | None = None) -> None:
     turns.add_argument("--turns", type=int, default=20_000, help="turns of the throughput run")
     turns.add_argument("--sequential", type=int, default=1000, help="turns of the latency run")
     turns.add_argument("--out", help="JSON report path (default ops/bench/results/...)")
+    abort = sub.add_parser("abort", help="abort latency of busy turns (PROTOCOL 6.6)")
+    abort.add_argument("--workers", type=int, default=1)
+    abort.add_argument("--tries", type=int, default=100, help="measured tries per case")
+    abort.add_argument("--out", help="JSON report path (default ops/bench/results/...)")
     args = parser.parse_args(argv)
     if args.bench == "turns":
         from ops.bench._turns import run_turns_bench
 
         run_async(run_turns_bench(args))
+    elif args.bench == "abort":
+        from ops.bench._abort import run_abort_bench
+
+        run_async(run_abort_bench(args))
     else:  # pragma: no cover - argparse refuses other values
         sys.exit(2)
 
