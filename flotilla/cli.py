@@ -1,4 +1,4 @@
-"""The `flotilla` command line: up, worker, router, send, watch, status, schema export."""
+"""The `flotilla` command line: up, worker, router, send, watch, chat, status, schema export."""
 
 from __future__ import annotations
 
@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--channel", choices=["progress", "control", "monitor"])
     watch.add_argument("--since", type=int, help="replay from after this stream sequence")
 
+    chat = sub.add_parser("chat", help="an interactive session in the terminal")
+    _common(chat)
+    chat.add_argument("--model", help="model (default mock:echo, or mock:script with --script)")
+    chat.add_argument("--tools", help="comma-separated tool names")
+    chat.add_argument("--plugins", help="comma-separated plugin names")
+    chat.add_argument("--approve-tools", help="tools that need approval (human_approval)")
+    chat.add_argument("--script", type=Path, help="a JSON mock script (mock:script steps)")
+    chat.add_argument("--tenant", default="default")
+    chat.add_argument("--session", help="session id: created, or attached to if it exists")
+    chat.add_argument("--keep", action="store_true", help="leave the session running at exit")
+
     status = sub.add_parser("status", help="workers, shard ownership and session counts")
     _common(status)
 
@@ -120,6 +131,20 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return 0
     if command == "watch":
         run_async(_watch(_settings(args), args))
+        return 0
+    if command == "chat":
+        from flotilla._chat import chat_command, chat_options
+
+        options = chat_options(
+            model=args.model,
+            tools=args.tools,
+            plugins=args.plugins,
+            approve_tools=args.approve_tools,
+            script=args.script,
+            session_id=args.session,
+            keep=args.keep,
+        )
+        run_async(chat_command(_settings(args), tenant=args.tenant, options=options))
         return 0
     if command == "status":
         run_async(_status(_settings(args)))

@@ -367,6 +367,16 @@ async def respond(actor: SessionActor, command: Respond, delivery: Delivery, rid
         await actor.emit(
             "user_responded", {"ref": command.ref, "response": response}, request_id=rid
         )
+    await actor.emit(
+        "tool_execution_end",
+        {
+            "name": record.name,
+            "call_id": record.call_id,
+            "status": "error" if record.is_error else "ok",
+            "result": record.result or "",
+        },
+        request_id=rid,
+    )
     if resume:
         actor.resume_turn()
 

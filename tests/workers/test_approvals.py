@@ -117,6 +117,12 @@ async def test_ask_user_waits_for_respond_and_passes_the_answer(fleet: Harness) 
     await session.respond(asked["ref"], "b")
     events = await until_end(session)
     assert of_type(events, "user_responded")[0]["response"] == "b"
+    assert of_type(events, "tool_execution_end")[0] == {
+        "name": "ask_user",
+        "call_id": asked_call(events),
+        "status": "ok",
+        "result": "b",
+    }
     results = [m for m in await fleet.history(session.sid) if m["role"] == "tool_result"]
     assert results[0]["content"] == "b"
 
@@ -136,3 +142,7 @@ async def test_shell_approval_always_covers_its_command_family_only(
     await session.approve((await _asked(session))["approval_id"], kind="always")
     asked = await _asked(session)
     assert asked["args"]["command"] == "ls"
+
+
+def asked_call(events: list[Any]) -> str:
+    return str(of_type(events, "tool_execution_end")[0]["call_id"])

@@ -1,0 +1,1 @@
+"""Runnable end-to-end recipes (seeds/000) on a running fleet, one module per recipe."""
