@@ -324,7 +324,7 @@ class ToolBatch:
         )
         self._finish(record, ToolResult(text, is_error=result.is_error))
         await actor.save()
-        await self._announce_end(record, rid)
+        await announce_end(self._actor, record, rid)
         outcome = await actor.hooks.run(
             Hook.AFTER_TOOL,
             {
@@ -339,32 +339,6 @@ class ToolBatch:
             self._turn.follow_up(outcome.terminal.prompt)
         elif isinstance(outcome.terminal, Abort):
             self._abort = f"plugin: {outcome.terminal.reason}"
-
-    async def _announce_end(self, record: ToolCallRecord, rid: str | None) -> None:
-        actor = self._actor
-        await actor.emit(
-            "tool_execution_end",
-            {
-                "name": record.name,
-                "call_id": record.call_id,
-                "status": "error" if record.is_error else "ok",
-                "result": record.result or "",
-            },
-            request_id=rid,
-        )
-        started = record.started_ms or record.ended_ms or now_ms()
-        ended = record.ended_ms or now_ms()
-        await actor.emit(
-            "tool_execution_metrics",
-            {
-                "name": record.name,
-                "call_id": record.call_id,
-                "started_at_ms": started,
-                "ended_at_ms": ended,
-                "duration_ms": ended - started,
-            },
-            request_id=rid,
-        )
 
     async def _kill_for_steering(self, rid: str | None) -> None:
         actor = self._actor
@@ -385,7 +359,7 @@ class ToolBatch:
                 request_id=rid,
             )
             await actor.save()
-            await self._announce_end(record, rid)
+            await announce_end(self._actor, record, rid)
 
     async def _stop_tasks(self) -> None:
         """On the way out (done, aborted or cancelled): kill or hand over what still runs."""
@@ -420,3 +394,30 @@ class ToolBatch:
         _metrics.TOOL_CALLS.labels(
             _metrics.tool_label(record.name), "error" if result.is_error else "ok"
         ).inc()
+
+
+async def announce_end(actor: SessionActor, record: ToolCallRecord, rid: str | None) -> None:
+    """`tool_execution_end` and the closing `tool_execution_metrics` of a call."""
+    await actor.emit(
+        "tool_execution_end",
+        {
+            "name": record.name,
+            "call_id": record.call_id,
+            "status": "error" if record.is_error else "ok",
+            "result": record.result or "",
+        },
+        request_id=rid,
+    )
+    started = record.started_ms or record.ended_ms or now_ms()
+    ended = record.ended_ms or now_ms()
+    await actor.emit(
+        "tool_execution_metrics",
+        {
+            "name": record.name,
+            "call_id": record.call_id,
+            "started_at_ms": started,
+            "ended_at_ms": ended,
+            "duration_ms": ended - started,
+        },
+        request_id=rid,
+    )

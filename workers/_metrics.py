@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from workers.tools._catalog import BUILTIN_TOOL_NAMES
+
 COMMANDS = Counter(
     "flotilla_worker_commands_total", "Commands handled, by op and outcome", ["op", "outcome"]
 )
@@ -60,21 +62,7 @@ PLUGIN_INCIDENTS = Counter(
 )
 ABORTS = Counter("flotilla_worker_aborts_total", "Turns aborted, by cause", ["cause"])
 
-_BUILTIN_TOOLS = frozenset(
-    {
-        "read_file",
-        "write_file",
-        "edit_file",
-        "shell",
-        "grep",
-        "list_dir",
-        "glob",
-        "task",
-        "write_todos",
-        "ask_user",
-        "compact_conversation",
-    }
-)
+_BUILTIN_TOOLS = frozenset(BUILTIN_TOOL_NAMES)
 _PROVIDERS = frozenset(
     {
         "mock",

@@ -34,6 +34,7 @@ from schemas import (
     new_command_id,
 )
 from workers import _checkpoints, _metrics
+from workers._batch import announce_end
 from workers._delivery import Delivery
 from workers._sessions import create_session
 from workers._turn import TurnRunner
@@ -367,16 +368,7 @@ async def respond(actor: SessionActor, command: Respond, delivery: Delivery, rid
         await actor.emit(
             "user_responded", {"ref": command.ref, "response": response}, request_id=rid
         )
-    await actor.emit(
-        "tool_execution_end",
-        {
-            "name": record.name,
-            "call_id": record.call_id,
-            "status": "error" if record.is_error else "ok",
-            "result": record.result or "",
-        },
-        request_id=rid,
-    )
+    await announce_end(actor, record, rid)
     if resume:
         actor.resume_turn()
 
