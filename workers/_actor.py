@@ -19,7 +19,6 @@ from schemas import (
     Command,
     Create,
     SessionState,
-    ToolCallRecord,
     TurnProgress,
     is_token,
 )
@@ -29,11 +28,11 @@ from workers._delivery import Delivery
 from workers._events import now_ms
 from workers._hooks import SessionHooks
 from workers._prompting import system_prompt
-from workers._subagents import abort_children, report_to_parent, spawn
+from workers._subagents import abort_children, report_to_parent
 from workers._turn import TurnRunner
 from workers.errors import CommandRejected, Conflict, Fenced, StoreUnavailable
 from workers.plugins import Hook, PluginChain, PluginLoadError, load_plugins
-from workers.tools import SubagentEffect, Tool, Workspace, open_workspace
+from workers.tools import Tool, Workspace, open_workspace
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,6 @@ class SessionActor:
         self._lingering: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.Task[None]] = {}
         self.last_prompt_tokens = 0
-        self.last_subagent_error = ""
         self.last_used = 0.0
         self.closed = False
         self.needs_resume = False
@@ -443,39 +441,19 @@ class SessionActor:
             msg_id=f"{self.sid}.{approval_id}.timeout",
         )
 
-    async def switch_model(
-        self,
-        model: str,
-        provider_opts: dict[str, Any] | None,
-        *,
-        request_id: str | None,
-        reason: str | None = None,
-    ) -> bool:
-        """Use `model` from the next LLM request on; False when nothing changes."""
+    def switch_model(
+        self, model: str, provider_opts: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Use `model` from the next LLM request on; the `model_switched` data to publish,
+        or None when nothing changes (same model, no options)."""
         state = self.state
         assert state is not None
         if model == state.model and provider_opts is None:
-            return False
+            return None
         previous, state.model = state.model, model
         if provider_opts is not None:
             state.provider_opts = dict(provider_opts)
-        data: dict[str, Any] = {
-            "from": previous,
-            "to": model,
-            "provider_opts_changed": provider_opts is not None,
-        }
-        if reason:
-            data["reason"] = reason
-        await self.emit("model_switched", data, request_id=request_id)
-        return True
-
-    async def spawn_subagent(
-        self, record: ToolCallRecord, effect: SubagentEffect, *, request_id: str | None
-    ) -> bool:
-        return await spawn(self, record, effect, request_id=request_id)
-
-    def report_to_parent(self, *, ok: bool, text: str, error: dict[str, str] | None) -> None:
-        report_to_parent(self, ok=ok, text=text, error=error)
+        return {"from": previous, "to": model, "provider_opts_changed": provider_opts is not None}
 
     async def end_turn_aborted(self, reason: str, *, rollback: bool = False) -> None:
         """End the current turn with `agent_abort`: results so far stay in the history
@@ -504,7 +482,7 @@ class SessionActor:
         state.steering_queue = []
         state.current = None
         state.status = "idle"
-        self.report_to_parent(ok=False, text=f"aborted: {reason}", error=None)
+        report_to_parent(self, ok=False, text=f"aborted: {reason}", error=None)
         await self.save()
         await self.emit("agent_abort", {"reason": reason}, request_id=current.request_id)
         await self.flush_outbox()

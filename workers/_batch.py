@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from schemas import PendingApproval, PendingQuestion, ToolCallRecord
-from workers import _metrics
+from workers import _metrics, _subagents
 from workers._events import now_ms
 from workers.plugins import (
     Abort,
@@ -306,11 +306,10 @@ class ToolBatch:
             )
             return
         if isinstance(effect, SubagentEffect):
-            started = await actor.spawn_subagent(record, effect, request_id=rid)
-            if started:
-                record.status = "awaiting"
+            refused = await _subagents.spawn(actor, record, effect, request_id=rid)
+            if refused is None:
                 return
-            result = ToolResult.error(actor.last_subagent_error)
+            result = ToolResult.error(refused)
         elif isinstance(effect, TodosEffect):
             state.todos = list(effect.todos)
             await actor.emit("todo_change", {"todos": state.todos}, request_id=rid)

@@ -104,25 +104,3 @@ async def load_checkpoint(
     prefix = _FILE.encode()
     files = {k[len(prefix) :].decode(): v for k, v in raw.items() if k.startswith(prefix)}
     return orjson.loads(raw[b"d"]), orjson.loads(raw[b"h"]), files
-
-
-async def list_checkpoints(store: SessionStore, sid: str) -> list[dict[str, Any]]:
-    """Checkpoints of a session, oldest first: `{checkpoint_id, label, created_at, bytes}`."""
-    ids: list[bytes] = await store.redis.zrange(store.keys.checkpoints(sid), 0, -1)  # type: ignore[assignment]
-    found = []
-    for raw_id in ids:
-        checkpoint_id = raw_id.decode()
-        fields: list[bytes | None] = await store.redis.hmget(  # type: ignore[assignment]
-            store.keys.checkpoint(sid, checkpoint_id), ["l", "c", "b"]
-        )
-        if fields[1] is None:
-            continue
-        found.append(
-            {
-                "checkpoint_id": checkpoint_id,
-                "label": (fields[0] or b"").decode() or None,
-                "created_at": int(fields[1]),
-                "bytes": int(fields[2] or 0),
-            }
-        )
-    return found

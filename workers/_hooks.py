@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from workers import _metrics
-from workers.plugins import Action, ChainOutcome, Hook, PluginChain, PluginContext
+from workers.plugins import ChainOutcome, Hook, PluginChain, PluginContext
 
 if TYPE_CHECKING:
     from workers._actor import SessionActor
@@ -96,13 +96,9 @@ class SessionHooks:
             )
         if outcome.switch_model is not None:
             switch = outcome.switch_model
-            await actor.switch_model(
-                switch.model, switch.provider_opts, request_id=request_id, reason="plugin"
-            )
+            switched = actor.switch_model(switch.model, switch.provider_opts)
+            if switched is not None:
+                await actor.emit(
+                    "model_switched", {**switched, "reason": "plugin"}, request_id=request_id
+                )
         return outcome
-
-    async def terminal(
-        self, hook: Hook, payload: Mapping[str, Any], *, request_id: str | None = None
-    ) -> Action | None:
-        """Run the chain and return only its terminal action (hooks with no other result)."""
-        return (await self.run(hook, payload, request_id=request_id)).terminal

@@ -25,6 +25,7 @@ from schemas import (
     QueuedPrompt,
     Reject,
     Respond,
+    SessionState,
     Steer,
     SteeringItem,
     Stop,
@@ -82,7 +83,7 @@ async def apply(actor: SessionActor, command: Command, delivery: Delivery) -> No
         assert_never(command)
 
 
-def _state(actor: SessionActor) -> Any:
+def _state(actor: SessionActor) -> SessionState:
     state = actor.state
     assert state is not None
     return state
@@ -378,23 +379,10 @@ async def switch_model(
     actor: SessionActor, command: SwitchModel, delivery: Delivery, rid: str
 ) -> None:
     """Idle or busy alike: the next LLM request uses the new model (PROTOCOL §3)."""
-    state = _state(actor)
-    if command.model == state.model and command.provider_opts is None:
-        await actor.commit(delivery, "unchanged")
-        return
-    previous, state.model = state.model, command.model
-    if command.provider_opts is not None:
-        state.provider_opts = dict(command.provider_opts)
-    await actor.commit(delivery)
-    await actor.emit(
-        "model_switched",
-        {
-            "from": previous,
-            "to": command.model,
-            "provider_opts_changed": command.provider_opts is not None,
-        },
-        request_id=rid,
-    )
+    switched = actor.switch_model(command.model, command.provider_opts)
+    await actor.commit(delivery, "unchanged" if switched is None else "applied")
+    if switched is not None:
+        await actor.emit("model_switched", switched, request_id=rid)
 
 
 async def attach_tool(

@@ -44,21 +44,19 @@ def _spec(actor: SessionActor, kind: str | None) -> SubAgentSpec | str:
 
 async def spawn(
     actor: SessionActor, record: ToolCallRecord, effect: SubagentEffect, *, request_id: str | None
-) -> bool:
-    """Start the child for a `task` call; False (with `last_subagent_error`) if it cannot."""
+) -> str | None:
+    """Start the child for a `task` call; the reason it cannot, if it cannot."""
     state = actor.state
     assert state is not None
     spec = _spec(actor, effect.subagent_type)
     if isinstance(spec, str):
-        actor.last_subagent_error = spec
-        return False
+        return spec
     depth = state.depth + 1
     if depth > actor.settings.subagent_max_depth:
-        actor.last_subagent_error = (
+        return (
             f"sub-agents may nest {actor.settings.subagent_max_depth} deep; this one would be "
             f"at depth {depth}"
         )
-        return False
     child = child_sid(actor.sid, record.call_id)
     ref = f"sa-{child[-12:]}"
     tools = spec.tools or [
@@ -100,7 +98,7 @@ async def spawn(
         {"child_sid": child, "description": effect.description},
         request_id=request_id,
     )
-    return True
+    return None
 
 
 def report_to_parent(

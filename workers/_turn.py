@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from schemas import PendingEvent, ToolCallRecord, TurnProgress, Usage
-from workers import _metrics
+from workers import _metrics, _subagents
 from workers._batch import AbortTurn, ToolBatch
 from workers._compaction import compact
 from workers._events import now_ms
@@ -502,7 +502,8 @@ class TurnRunner:
                 data["error"] = error
             state.current = None
             state.status = "idle"
-            actor.report_to_parent(
+            _subagents.report_to_parent(
+                actor,
                 ok=reason == "finished",
                 text=str(last.get("content", "")) if last else "",
                 error=error,

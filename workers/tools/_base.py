@@ -8,7 +8,9 @@ sub-agent, compact the conversation) return an `effect` instead of finishing by 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
 
 if TYPE_CHECKING:
     from flotilla.settings import Settings
@@ -102,4 +104,21 @@ class Tool(Protocol):
         ...
 
 
-ToolStatus = Literal["ok", "error"]
+def reply_result(content: bytes) -> ToolResult | None:
+    """An external tool's reply, `{"result": ...}` or `{"error": ...}` (non-string values
+    JSON-encoded), as a ToolResult; None when the reply is neither."""
+    try:
+        reply = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(reply, dict):
+        return None
+    if reply.get("error") is not None:
+        return ToolResult.error(_text(reply["error"]))
+    if "result" in reply:
+        return ToolResult(_text(reply["result"]))
+    return None
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()

@@ -24,7 +24,7 @@ import httpx
 import orjson
 
 from schemas import is_token
-from workers.tools._base import ToolContext, ToolResult, ToolSpec
+from workers.tools._base import ToolContext, ToolResult, ToolSpec, reply_result
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -228,19 +228,9 @@ def _interpret(name: str, status: int, content: bytes) -> ToolResult:
     if not 200 <= status < 300:
         excerpt = content[:_ERROR_EXCERPT_CHARS].decode("utf-8", "replace")
         return ToolResult.error(f"callback of tool {name!r} answered HTTP {status}: {excerpt}")
-    try:
-        reply = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        reply = None
-    if isinstance(reply, dict) and reply.get("error") is not None:
-        return ToolResult.error(_text(reply["error"]))
-    if isinstance(reply, dict) and "result" in reply:
-        return ToolResult(_text(reply["result"]))
-    return ToolResult.error(f"callback of tool {name!r} did not answer {{result}} or {{error}}")
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
+    return reply_result(content) or ToolResult.error(
+        f"callback of tool {name!r} did not answer {{result}} or {{error}}"
+    )
 
 
 def _split_url(url: object) -> httpx.URL:

@@ -20,7 +20,7 @@ from nats.js.kv import KeyValue
 
 from flotilla._provision import TOOLS_TTL_S, ensure_bucket
 from schemas import Subjects, is_token
-from workers.tools._base import ToolContext, ToolResult, ToolSpec
+from workers.tools._base import ToolContext, ToolResult, ToolSpec, reply_result
 
 __all__ = ["ExternalToolDirectory", "NatsTool", "parse_announcement"]
 
@@ -186,19 +186,6 @@ class NatsTool:
         return msg.data
 
     def _interpret(self, data: bytes) -> ToolResult:
-        name = self._spec.name
-        try:
-            reply = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            reply = None
-        if isinstance(reply, dict) and reply.get("error") is not None:
-            return ToolResult.error(_text(reply["error"]))
-        if isinstance(reply, dict) and "result" in reply:
-            return ToolResult(_text(reply["result"]))
-        return ToolResult.error(
-            f"tool {name!r} sent a malformed reply (want {{result}} or {{error}})"
+        return reply_result(data) or ToolResult.error(
+            f"tool {self._spec.name!r} sent a malformed reply (want {{result}} or {{error}})"
         )
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
