@@ -11,22 +11,19 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 
 from flotilla.settings import Settings
 from schemas import (
-    COMMAND_ADAPTER,
-    Command,
     Create,
     SessionState,
     TurnProgress,
-    is_token,
 )
 from workers import _metrics, _ops
 from workers._context import DeadLetterRequest, WorkerContext
 from workers._delivery import Delivery
 from workers._events import now_ms
 from workers._hooks import SessionHooks
+from workers._parse import command_id_of, parse_command
 from workers._prompting import system_prompt
 from workers._subagents import abort_children, report_to_parent
 from workers._turn import TurnRunner
@@ -517,7 +514,7 @@ class SessionActor:
     async def _handle(self, delivery: Delivery) -> None:
         op = delivery.op
         try:
-            command = self._parse(delivery)
+            command = parse_command(delivery, max_bytes=self._ctx.settings.max_command_bytes)
             if self.state is None:
                 await self._load(command.id or f"seq-{delivery.seq}")
             state = self.state
@@ -557,36 +554,8 @@ class SessionActor:
         await self.save()
         await delivery.ack(delivery.op, outcome)
 
-    def _parse(self, delivery: Delivery) -> Command:
-        data = delivery.msg.data
-        if len(data) > self._ctx.settings.max_command_bytes:
-            raise CommandRejected(
-                "too_large",
-                f"command of {len(data)} bytes exceeds {self._ctx.settings.max_command_bytes}",
-            )
-        if not (is_token(delivery.tenant) and is_token(delivery.sid)):
-            raise CommandRejected(
-                "invalid_command", "tenant and session id must match [A-Za-z0-9_-]{1,64}"
-            )
-        try:
-            body = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise CommandRejected("invalid_command", f"not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise CommandRejected("invalid_command", "a command must be a JSON object")
-        body.setdefault("op", delivery.op)  # the subject names the op; the body may omit it
-        try:
-            command = COMMAND_ADAPTER.validate_python(body)
-        except ValidationError as exc:
-            raise CommandRejected("invalid_command", _describe(exc)) from None
-        if command.op != delivery.op:
-            raise CommandRejected(
-                "invalid_command", f"op {command.op!r} differs from the subject's {delivery.op!r}"
-            )
-        return command
-
     async def _reject(self, delivery: Delivery, exc: CommandRejected) -> None:
-        command_id = _command_id(delivery.msg.data)
+        command_id = command_id_of(delivery.msg.data)
         state = self.state
         same_tenant = state is not None and state.tenant == delivery.tenant
         await self._ctx.events.publish(
@@ -625,19 +594,3 @@ class SessionActor:
         self.history_chars = 0
         self.version = 0
         self._workspace = None
-
-
-def _describe(exc: ValidationError) -> str:
-    first = exc.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in first.get("loc", ())) or "command"
-    return f"{where}: {first.get('msg')} ({exc.error_count()} error(s))"
-
-
-def _command_id(data: bytes) -> str | None:
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(value, dict) and isinstance(value.get("id"), str):
-        return str(value["id"])[:128]
-    return None
