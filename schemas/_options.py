@@ -11,7 +11,15 @@ from schemas._ids import Token
 
 PromptMode = Literal["full", "task", "minimal", "none"]
 
-DEFAULT_INTERRUPT_IMMUNE_TOOLS: tuple[str, ...] = ("write_file", "edit_file", "write_todos")
+DEFAULT_INTERRUPT_IMMUNE_TOOLS: tuple[str, ...] = (
+    "write_file",
+    "edit_file",
+    "shell",
+    "git_commit",
+    "notebook_edit",
+    "ask_user",
+)
+"""CMDC's default: tools whose half-done work would leave a mess are let finish."""
 
 _TOOL_ALIASES = {
     "CMDC.Tool.ReadFile": "read_file",

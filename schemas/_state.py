@@ -148,6 +148,8 @@ class SessionState(BaseModel):
     turns: int = 0
     tool_calls: int = 0
     usage: Usage = Field(default_factory=Usage)
+    context_tokens: int = 0
+    """Prompt tokens of the last LLM request: what the compactor compares with its trigger."""
     prompt_count: int = 0
     current: TurnProgress | None = None
     prompt_queue: list[QueuedPrompt] = Field(default_factory=list)

@@ -154,6 +154,11 @@ class Harness:
         raw = await self.redis.lrange(RedisKeys(self.settings.redis_prefix).history(sid), 0, -1)
         return [decode(item) for item in raw]
 
+    async def state(self, sid: str) -> dict[str, Any]:
+        """The session's persisted state, read straight from Redis ({} when there is none)."""
+        raw = await self.redis.hget(RedisKeys(self.settings.redis_prefix).state(sid), "d")
+        return decode(raw) if raw else {}
+
     async def close(self) -> None:
         for process in self.processes:
             process.stop()

@@ -42,6 +42,9 @@ class _Failed:
 RESUME = object()
 """Mailbox item asking the actor to load its session and resume an unfinished turn."""
 
+HIBERNATE = object()
+"""Mailbox item: the turn runner stopped, so a deferred `hibernate` may now take effect."""
+
 
 class SessionActor:
     """Owns one session while it is resident on this worker."""
@@ -70,11 +73,12 @@ class SessionActor:
         self._keep = -1
         self._save_lock = asyncio.Lock()
         self.turn: TurnRunner | None = None
+        self.hibernation: str | None = None
+        """The request id of a `hibernate` waiting for the turn runner to stop."""
         self.hooks = SessionHooks(self, PluginChain([]))
         self._workspace: Workspace | None = None
         self._lingering: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.Task[None]] = {}
-        self.last_prompt_tokens = 0
         self.last_used = 0.0
         self.closed = False
         self.needs_resume = False
@@ -103,6 +107,8 @@ class SessionActor:
                         if isinstance(item.exc, Fenced):
                             raise item.exc
                         return
+                    elif item is HIBERNATE:
+                        await self._hibernate_deferred()
                     elif self.state is None:
                         await self._load()
                 finally:
@@ -151,6 +157,7 @@ class SessionActor:
     def start_turn(self, *, resumed: bool = False, end_reason: str | None = None) -> None:
         """Run the current turn (or the queue) in a task; a session has one runner at most."""
         assert self.turn is None, "a turn runner is already running"
+        self.hibernation = None  # the session works again: a deferred hibernation is moot
         state = self.state
         assert state is not None
         if state.current is not None:
@@ -161,10 +168,35 @@ class SessionActor:
 
     def resume_turn(self, *, end_reason: str | None = None) -> None:
         """Carry a waiting turn on: a new runner, or the one still saving its suspension."""
+        self.hibernation = None
         if self.turn is None:
             self.start_turn(end_reason=end_reason)
         else:
             self.turn.request_resume(end_reason)
+
+    def turn_stopped(self) -> None:
+        """Called by the turn runner as it exits (its turn ended or waits for the user)."""
+        self.turn = None
+        if self.hibernation is not None:
+            self.mailbox.put_nowait(HIBERNATE)
+
+    async def hibernate(self, request_id: str, delivery: Delivery | None = None) -> None:
+        """Persist the session as hibernated (with the command that asked, if given) and
+        drop it from memory; the next command loads it again."""
+        state = self.state
+        assert state is not None
+        state.status = "hibernated"
+        if delivery is not None:
+            await self.commit(delivery)
+        else:
+            await self.save()
+        await self.emit("session_hibernated", {}, request_id=request_id)
+        self.drop()
+
+    async def _hibernate_deferred(self) -> None:
+        request_id, self.hibernation = self.hibernation, None
+        if request_id is not None and self.state is not None and self.turn is None:
+            await self.hibernate(request_id)
 
     def linger(self, task: asyncio.Task[Any]) -> None:
         """Keep a tool call the user chose not to kill running; its result is dropped."""
@@ -590,6 +622,7 @@ class SessionActor:
 
     def drop(self) -> None:
         self.state = None
+        self.hibernation = None
         self.history = []
         self.history_chars = 0
         self.version = 0

@@ -88,6 +88,7 @@ class ToolBatch:
                 if self._abort is not None:
                     return AbortTurn(self._abort)
                 await actor.save()
+                actor.arm_timers()  # approvals asked for are saved: their timeouts may run
                 for record in started:
                     await self._announce_start(record, rid)
                 await self._collect(rid)
@@ -133,6 +134,9 @@ class ToolBatch:
             problem = validate_args(tool.spec, record.args)
             if problem is not None:
                 self._finish(record, ToolResult.error(f"invalid arguments: {problem}"))
+                continue
+            if state.steering_queue and record.name not in state.options.interrupt_immune_tools:
+                await self._skip_for_steering(record, "pending_dispatch", rid)
                 continue
             outcome = await actor.hooks.run(
                 Hook.BEFORE_TOOL,
@@ -351,14 +355,29 @@ class ToolBatch:
             del self._tasks[call_id]
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            self._finish(record, ToolResult.error("skipped: interrupted by steering"))
-            await actor.emit(
-                "tool_skipped_for_steering",
-                {"name": record.name, "call_id": call_id, "reason": "killed_by_steering"},
-                request_id=rid,
-            )
+            await self._skip_for_steering(record, "killed_by_steering", rid)
             await actor.save()
             await announce_end(self._actor, record, rid)
+
+    async def _skip_for_steering(
+        self,
+        record: ToolCallRecord,
+        reason: Literal["killed_by_steering", "pending_dispatch"],
+        rid: str | None,
+    ) -> None:
+        self._finish(
+            record,
+            ToolResult.error(
+                "skipped: interrupted by steering"
+                if reason == "killed_by_steering"
+                else "skipped: the user changed direction before this call started"
+            ),
+        )
+        await self._actor.emit(
+            "tool_skipped_for_steering",
+            {"name": record.name, "call_id": record.call_id, "reason": reason},
+            request_id=rid,
+        )
 
     async def _stop_tasks(self) -> None:
         """On the way out (done, aborted or cancelled): kill or hand over what still runs."""

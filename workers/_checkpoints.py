@@ -39,6 +39,14 @@ def redacted_state(state_json: bytes) -> dict[str, Any]:
     return data
 
 
+def _settled(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history without a last assistant message whose tool calls have no results yet (a
+    checkpoint taken while a batch runs or waits): every call in a copy has its result."""
+    if history and history[-1].get("role") == "assistant" and history[-1].get("tool_calls"):
+        return history[:-1]
+    return history
+
+
 async def checkpoint(
     actor: SessionActor, command: Checkpoint, delivery: Delivery, rid: str
 ) -> None:
@@ -49,7 +57,7 @@ async def checkpoint(
     settings = actor.settings
     checkpoint_id = f"ck-{secrets.token_hex(6)}"
     body = orjson.dumps(redacted_state(state.model_dump_json().encode()))
-    history = orjson.dumps(actor.history)
+    history = orjson.dumps(_settled(actor.history))
     files = await actor.workspace.snapshot()
     size = len(body) + len(history) + sum(len(v) for v in files.values())
     created = now_ms()

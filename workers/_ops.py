@@ -475,11 +475,13 @@ async def apply_deferred_plugin_opts(actor: SessionActor) -> None:
 async def hibernate(actor: SessionActor, delivery: Delivery, rid: str) -> None:
     state = _state(actor)
     if actor.turn is not None:
-        raise CommandRejected("busy", "a turn is running; hibernate when idle")
-    state.status = "hibernated"
-    await actor.commit(delivery)
-    await actor.emit("session_hibernated", {}, request_id=rid)
-    actor.drop()
+        if not (state.pending_approvals or state.pending_questions):
+            raise CommandRejected("busy", "a turn is running; hibernate when idle")
+        # the turn is on its way to waiting for the user: hibernate once its runner stops
+        actor.hibernation = rid
+        await actor.commit(delivery, "deferred")
+        return
+    await actor.hibernate(rid, delivery)
 
 
 async def stop(actor: SessionActor, delivery: Delivery, rid: str) -> None:

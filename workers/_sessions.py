@@ -7,8 +7,10 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from flotilla.errors import ConfigurationError
-from schemas import Create, ParentLink, SessionState, canonical_tool_name
+from schemas import Create, ParentLink, SessionOptions, SessionState, canonical_tool_name
 from workers._checkpoints import load_checkpoint
 from workers._delivery import Delivery
 from workers._events import now_ms
@@ -39,6 +41,10 @@ class Blueprints:
             options = target() if callable(target) else target
             if not isinstance(options, Mapping):
                 raise ConfigurationError(f"blueprint {entry!r} must give a mapping of options")
+            try:  # checked now, with a stand-in model, rather than at each `create`
+                SessionOptions.model_validate({"model": "mock:blueprint", **options})
+            except ValidationError as exc:
+                raise ConfigurationError(f"blueprint {entry!r}: {exc}") from None
             self._options[name.strip()] = dict(options)
 
     def get(self, name: str) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from schemas import PendingEvent, ToolCallRecord, TurnProgress, Usage
+from schemas import PendingEvent, QueuedPrompt, ToolCallRecord, TurnProgress, Usage
 from workers import _metrics, _subagents
 from workers._batch import AbortTurn, ToolBatch
 from workers._compaction import compact
@@ -156,7 +156,7 @@ class TurnRunner:
             actor.fail(exc)
         finally:
             if actor.turn is self:
-                actor.turn = None
+                actor.turn_stopped()
 
     async def _announce_resume(self) -> None:
         state = self._actor.state
@@ -256,7 +256,7 @@ class TurnRunner:
                 await actor.emit("tool_calls", {"count": len(calls)}, request_id=rid)
             await self._detect_loop(calls)
             return None
-        if current.follow_ups:
+        if current.follow_ups or state.steering_queue:  # steered while it answered: go on
             await self._save_step(message)
             return None
         final = await hooks.run(Hook.BEFORE_FINISH, {"message": message}, request_id=rid)
@@ -364,7 +364,7 @@ class TurnRunner:
         state = self._actor.state
         assert state is not None
         compactor = state.options.compactor
-        return compactor is not None and self._actor.last_prompt_tokens >= compactor.trigger_tokens
+        return compactor is not None and state.context_tokens >= compactor.trigger_tokens
 
     async def _detect_loop(self, calls: list[dict[str, Any]]) -> None:
         state = self._actor.state
@@ -459,7 +459,7 @@ class TurnRunner:
                 },
                 request_id=rid,
             )
-            actor.last_prompt_tokens = response.prompt_tokens
+            state.context_tokens = response.prompt_tokens
             return response
 
     def _account(self, response: LLMResponse) -> None:
@@ -500,6 +500,15 @@ class TurnRunner:
             }
             if error is not None:
                 data["error"] = error
+            steered, state.steering_queue = state.steering_queue, []
+            if steered:  # steering the turn can no longer take starts the next one
+                state.prompt_queue.insert(
+                    0,
+                    QueuedPrompt(
+                        text="\n\n".join(i.text for i in steered),
+                        request_id=steered[-1].request_id,
+                    ),
+                )
             state.current = None
             state.status = "idle"
             _subagents.report_to_parent(
@@ -530,6 +539,12 @@ class TurnRunner:
                 )
             await actor.announce_pending()
             await actor.flush_outbox()
+            if steered:
+                await actor.emit(
+                    "steering_applied",
+                    {"refs": [i.ref for i in steered], "count": len(steered)},
+                    request_id=steered[-1].request_id,
+                )
         _metrics.TURNS.labels(reason).inc()
         await actor.after_turn(current, outcome="finished")
 

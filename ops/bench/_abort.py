@@ -253,6 +253,7 @@ class AbortBench:
             {
                 "model": "mock:script",
                 "tools": ["shell"],
+                "interrupt_immune_tools": [],  # shell is immune by default: `abort` kills it now
                 "provider_opts": {"script": [{"tool_calls": [call]}]},
             },
         )

@@ -70,7 +70,7 @@ async def test_abort_kills_a_running_tool_and_says_so(harness_factory: Any) -> N
     )
     await session.prompt("go")
     await until(session, "tool_execution_start")
-    await session.abort()
+    await session.abort(kill_tools="all")  # shell is immune: only `all` kills it
     events = await until(session, "tool_killed")
     assert of_type(events, "agent_abort")
     assert of_type(events, "tool_killed")[0]["name"] == "shell"
