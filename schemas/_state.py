@@ -169,6 +169,8 @@ class SessionState(BaseModel):
     pending_questions: list[PendingQuestion] = Field(default_factory=list)
     allowlist: list[tuple[str, str]] = Field(default_factory=list)
     todos: list[dict[str, Any]] = Field(default_factory=list)
+    system_context: dict[str, str] = Field(default_factory=dict)
+    """Dynamic sections of the system prompt set by plugins (`update_system_context`)."""
     parent: ParentLink | None = None
     depth: int = 0
     outbox: list[OutboxCommand] = Field(default_factory=list)

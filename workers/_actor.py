@@ -260,7 +260,7 @@ class SessionActor:
         except PluginLoadError as exc:
             raise CommandRejected("plugin_unavailable", str(exc)) from None
         for name, opts in state.plugin_opts.items():
-            chain.update_opts(name, opts)
+            chain.update_opts(name, opts, state.plugin_states)
         self.hooks = SessionHooks(self, chain)
 
     @property

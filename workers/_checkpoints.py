@@ -8,6 +8,7 @@ checkpoint, so a session restored from one passes its own `provider_opts` (seeds
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -50,7 +51,21 @@ def _settled(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def checkpoint(
     actor: SessionActor, command: Checkpoint, delivery: Delivery, rid: str
 ) -> None:
-    """Save a labelled copy of the session as it was at its last step boundary."""
+    """The `checkpoint` command."""
+    checkpoint_id, size = await save_checkpoint(actor, command.label)
+    await actor.commit(delivery)
+    await actor.emit(
+        "checkpoint_saved",
+        {"checkpoint_id": checkpoint_id, "label": command.label, "bytes": size},
+        request_id=rid,
+    )
+
+
+async def save_checkpoint(
+    actor: SessionActor, label: str | None, metadata: Mapping[str, Any] | None = None
+) -> tuple[str, int]:
+    """Save a labelled copy of the session (with `metadata`, e.g. what triggered it);
+    returns its id and size in bytes."""
     state = actor.state
     assert state is not None
     store = actor.ctx.store
@@ -68,7 +83,8 @@ async def checkpoint(
         "d": body,
         "h": history,
         "t": state.tenant,
-        "l": command.label or "",
+        "l": label or "",
+        "m": orjson.dumps(dict(metadata or {})),
         "c": created,
         "b": size,
     }
@@ -88,12 +104,7 @@ async def checkpoint(
     except RedisError as exc:
         raise StoreUnavailable(f"redis: {exc!r}") from exc
     _metrics.CHECKPOINTS.inc()
-    await actor.commit(delivery)
-    await actor.emit(
-        "checkpoint_saved",
-        {"checkpoint_id": checkpoint_id, "label": command.label, "bytes": size},
-        request_id=rid,
-    )
+    return checkpoint_id, size
 
 
 async def load_checkpoint(

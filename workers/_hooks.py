@@ -7,17 +7,103 @@ an action its hook does not allow) become `plugin_event` / `error` events, never
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from workers import _metrics
+from workers._llm import LLMRequest, LLMResponse
 from workers.plugins import ChainOutcome, Hook, PluginChain, PluginContext
+from workers.tools import WorkspaceError
 
 if TYPE_CHECKING:
     from workers._actor import SessionActor
 
 log = logging.getLogger(__name__)
+
+UPDATE_SYSTEM_CONTEXT = "update_system_context"
+"""An Emit of this type with `{key, text}` sets a system prompt section instead of an event."""
+MAX_SECTION_CHARS = 20_000
+
+
+class SessionIO:
+    """The engine's side of `PluginIO`, for one session's plugins."""
+
+    def __init__(self, actor: SessionActor) -> None:
+        self._actor = actor
+        self.request_options: dict[str, Any] = {}
+        """Set by plugins at `before_request`; the turn takes them into that request."""
+
+    async def read_text(self, path: str) -> str | None:
+        try:
+            data = await self._actor.workspace.read(path)
+        except WorkspaceError as exc:
+            if exc.code == "not_found":
+                return None
+            raise
+        return data.decode("utf-8", errors="replace")
+
+    async def write_text(self, path: str, text: str, *, append: bool = False) -> None:
+        workspace = self._actor.workspace
+        if append:
+            text = ((await self.read_text(path)) or "") + text
+        await workspace.write(path, text.encode())
+
+    async def find_files(self, directory: str, name: str) -> list[str]:
+        try:
+            found = await self._actor.workspace.walk(directory)
+        except WorkspaceError as exc:
+            if exc.code == "not_found":
+                return []
+            raise
+        return sorted(path for path, _ in found if path.rpartition("/")[2] == name)
+
+    async def checkpoint(self, label: str, metadata: Mapping[str, Any]) -> str:
+        from workers._checkpoints import save_checkpoint  # the checkpoints module needs ours
+
+        actor = self._actor
+        checkpoint_id, size = await save_checkpoint(actor, label, metadata)
+        await actor.emit(
+            "checkpoint_saved", {"checkpoint_id": checkpoint_id, "label": label, "bytes": size}
+        )
+        return checkpoint_id
+
+    async def complete(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        *,
+        provider_opts: Mapping[str, Any] | None = None,
+        timeout_s: float = 10.0,
+    ) -> str:
+        actor = self._actor
+        request = LLMRequest(
+            model=model,
+            messages=messages,
+            system_prompt="",
+            provider_opts=dict(provider_opts or {}),
+            max_tokens=None,
+        )
+        response = LLMResponse()
+        async with asyncio.timeout(timeout_s):
+            async for _ in actor.ctx.llm_for(model).stream(request, response):
+                pass
+        return response.text
+
+    def set_system_context(self, key: str, text: str | None) -> None:
+        state = self._actor.state
+        assert state is not None
+        if text is None:
+            state.system_context.pop(key, None)
+        else:
+            state.system_context[key] = text[:MAX_SECTION_CHARS]
+
+    def history(self) -> list[dict[str, Any]]:
+        return list(self._actor.history)
+
+    def set_request_option(self, key: str, value: Any) -> None:
+        self.request_options[key] = value
 
 
 class SessionHooks:
@@ -26,6 +112,7 @@ class SessionHooks:
     def __init__(self, actor: SessionActor, chain: PluginChain) -> None:
         self._actor = actor
         self.chain = chain
+        self.io = SessionIO(actor)
 
     def empty(self) -> bool:
         return not self.chain.plugins
@@ -63,8 +150,8 @@ class SessionHooks:
         assert state is not None
         if self.empty():
             return ChainOutcome()
-        outcome = self.chain.run(
-            hook, payload, state.plugin_states, self.context(approved=approved)
+        outcome = await self.chain.run(
+            hook, payload, state.plugin_states, self.context(approved=approved), self.io
         )
         actor = self._actor
         for incident in outcome.incidents:
@@ -89,6 +176,11 @@ class SessionHooks:
                 request_id=request_id,
             )
         for plugin, emit in outcome.emits:
+            if emit.type == UPDATE_SYSTEM_CONTEXT:  # CMDC's form of `io.set_system_context`
+                key, text = emit.data.get("key"), emit.data.get("text")
+                if isinstance(key, str) and (text is None or isinstance(text, str)):
+                    self.io.set_system_context(key, text)
+                    continue
             await actor.emit(
                 "plugin_event",
                 {"plugin": plugin, "kind": emit.type, "payload": dict(emit.data)},

@@ -152,6 +152,7 @@ def _call_kwargs(request: LLMRequest, model: str) -> dict[str, Any]:
         kwargs["api_base"] = opts["base_url"]
     if opts.get("timeout_ms"):
         kwargs["timeout"] = float(opts["timeout_ms"]) / 1000
+    kwargs.update(request.options)  # set by plugins for this request (prompt caching...)
     return kwargs
 
 

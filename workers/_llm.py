@@ -36,6 +36,8 @@ class LLMRequest:
     prompt_chars: int = 0
     tools: list[dict[str, Any]] = field(default_factory=list)
     """OpenAI-style function declarations (`ToolSpec.for_llm()`)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Options of this request only, set by plugins (`prompt_cache`...)."""
 
 
 class LLMError(Exception):

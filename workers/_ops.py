@@ -428,47 +428,54 @@ async def detach_tool(
 async def update_plugin_opts(
     actor: SessionActor, command: UpdatePluginOpts, delivery: Delivery, rid: str
 ) -> None:
+    """Idle: applied now. Busy: applied when the turn ends, the last update of a plugin
+    winning (CMDC's postponed flush)."""
     state = _state(actor)
     if not actor.hooks.chain.has(command.plugin):
         raise CommandRejected("not_found", f"no plugin {command.plugin!r} in this session")
-    if state.current is not None:  # applied when the turn ends, last writer wins
+    if state.current is not None:
         state.deferred_plugin_opts = [
             d for d in state.deferred_plugin_opts if d["plugin"] != command.plugin
         ] + [{"plugin": command.plugin, "opts": command.opts, "request_id": rid}]
         await actor.commit(delivery, "deferred")
         return
-    error = actor.hooks.chain.update_opts(command.plugin, command.opts)
-    if error is None:
-        state.plugin_opts[command.plugin] = command.opts
-    await actor.commit(delivery, "applied" if error is None else "refused")
-    await actor.emit(
-        "plugin_opts_updated",
-        {"plugin": command.plugin, "success": error is None, "error": error, "mode": "immediate"},
-        request_id=rid,
-    )
+    updated = await _update_plugin(actor, command.plugin, command.opts, rid)
+    await actor.commit(delivery, "applied" if updated["success"] else "refused")
+    await actor.emit("plugin_opts_updated", updated, request_id=rid)
 
 
 async def apply_deferred_plugin_opts(actor: SessionActor) -> None:
     state = _state(actor)
     deferred, state.deferred_plugin_opts = state.deferred_plugin_opts, []
-    results = []
-    for item in deferred:
-        error = actor.hooks.chain.update_opts(item["plugin"], item["opts"])
-        if error is None:
-            state.plugin_opts[item["plugin"]] = item["opts"]
-        results.append((item, error))
+    results = [
+        (item, await _update_plugin(actor, item["plugin"], item["opts"], item.get("request_id")))
+        for item in deferred
+    ]
     await actor.save()
-    for item, error in results:
-        await actor.emit(
-            "plugin_opts_updated",
-            {
-                "plugin": item["plugin"],
-                "success": error is None,
-                "error": error,
-                "mode": "deferred",
-            },
-            request_id=item.get("request_id"),
-        )
+    for item, updated in results:
+        await actor.emit("plugin_opts_updated", updated, request_id=item.get("request_id"))
+
+
+async def _update_plugin(
+    actor: SessionActor, name: str, opts: dict[str, Any], rid: str | None
+) -> dict[str, Any]:
+    """Run `before_plugin_opts_update`, then the plugin's update; the event's data."""
+    state = _state(actor)
+    gate = await actor.hooks.run(
+        Hook.BEFORE_PLUGIN_OPTS_UPDATE, {"plugin": name, "opts": opts}, request_id=rid
+    )
+    if isinstance(gate.terminal, AbortAction | Skip):
+        reason = gate.terminal.reason if isinstance(gate.terminal, AbortAction) else "skipped"
+        error = f"blocked by {gate.terminal_plugin}: {reason}"
+        return {"plugin": name, "success": False, "error": error, "mode": "blocked"}
+    chain = actor.hooks.chain
+    mode, refused = chain.update_opts(name, opts, state.plugin_states)
+    if refused is not None:
+        return {"plugin": name, "success": False, "error": refused, "mode": "refused"}
+    plugin = chain.find(name)
+    assert plugin is not None
+    state.plugin_opts[plugin.name] = dict(plugin.opts)  # what a reload re-applies
+    return {"plugin": name, "success": True, "error": None, "mode": mode}
 
 
 # -- lifecycle ---------------------------------------------------------------------------------

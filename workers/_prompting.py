@@ -5,6 +5,8 @@ full      yes         | full        | yes      | name + description
 task      yes         | condensed   | yes      | name + description
 minimal   yes         | -           | yes      | names only
 none      yes         | -           | -        | -
+
+Plugins' dynamic sections (`update_system_context`) follow in every mode but `none`.
 """
 
 from __future__ import annotations
@@ -47,4 +49,6 @@ def system_prompt(state: SessionState, tools: Sequence[ToolSpec]) -> str:
                 "Todos:\n"
                 + "\n".join(f"- [{t.get('status')}] {t.get('content')}" for t in state.todos)
             )
+        # sections set by plugins (memory, plan...), in key order, after everything else
+        parts.extend(state.system_context[key] for key in sorted(state.system_context))
     return "\n\n".join(parts)

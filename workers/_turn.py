@@ -214,6 +214,7 @@ class TurnRunner:
         current = state.current
         rid = current.request_id
         hooks = actor.hooks
+        hooks.io.request_options.clear()  # plugins set them anew for each request
         before = await hooks.run(
             Hook.BEFORE_REQUEST, {"messages": list(actor.history)}, request_id=rid
         )
@@ -409,6 +410,7 @@ class TurnRunner:
                 script_cursor=state.script_cursor,
                 prompt_chars=actor.history_chars,
                 tools=actor.tool_declarations(),
+                options=dict(actor.hooks.io.request_options),
             )
             if state.model == "mock:script":
                 state.script_cursor += 1  # every call consumes one step, retries included

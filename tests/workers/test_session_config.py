@@ -81,7 +81,7 @@ async def test_update_plugin_opts_applies_when_idle(fleet: Harness) -> None:
     )
     await session.update_plugin_opts("human_approval", {"tools": []})
     updated = (await until(session, "plugin_opts_updated"))[-1].data
-    assert updated["success"] and updated["mode"] == "immediate"
+    assert updated == {"plugin": "human_approval", "success": True, "error": None, "mode": "merge"}
     await session.prompt("go")
     events = await until_end(session)
     assert not of_type(events, "approval_required")

@@ -1,7 +1,9 @@
-"""The plugin contract: the 13 hooks, the actions a plugin may answer with, the base class.
+"""The plugin contract: the hooks, the actions a plugin may answer with, the base class.
 
-A plugin is called synchronously at each hook with the hook's payload, its own JSON state and
-a read-only `PluginContext`; it never does I/O. Payload keys per hook:
+A plugin is called at each hook with the hook's payload, its own JSON state and a read-only
+`PluginContext`. `handle` is synchronous and does no I/O; a plugin that needs the session's
+workspace, a checkpoint, an LLM (a judge) or the system prompt overrides `handle_async`, which
+also gets a `PluginIO` the engine implements. Payload keys per hook:
 
     session_start, session_end  {}
     after_turn         {outcome: "finished" | "aborted", abort_reason, messages_diff,
@@ -16,6 +18,7 @@ a read-only `PluginContext`; it never does I/O. Payload keys per hook:
     before_finish      {message}
     before_compact     {messages}
     before_steering    {text}
+    before_plugin_opts_update  {plugin, opts}
 
 Which action each hook accepts is `ALLOWED`, CMDC's hook x action matrix.
 """
@@ -29,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 
 class Hook(StrEnum):
@@ -48,6 +51,8 @@ class Hook(StrEnum):
     BEFORE_FINISH = "before_finish"
     BEFORE_COMPACT = "before_compact"
     BEFORE_STEERING = "before_steering"
+    BEFORE_PLUGIN_OPTS_UPDATE = "before_plugin_opts_update"
+    """CMDC v0.6: a hot update of another plugin's options; abort or skip refuses it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +176,7 @@ ALLOWED: Mapping[Hook, frozenset[type[Action]]] = MappingProxyType(
         Hook.BEFORE_FINISH: frozenset({_C, _I, _A, _E}),
         Hook.BEFORE_COMPACT: frozenset({_C, _S, _E}),
         Hook.BEFORE_STEERING: frozenset({_C, _I, _A, _E}),
+        Hook.BEFORE_PLUGIN_OPTS_UPDATE: frozenset({_C, _A, _S, _E}),
     }
 )
 """CMDC's hook x action matrix (seeds/003), plus RequireApproval in before_tool."""
@@ -199,6 +205,49 @@ class PluginOptsError(ValueError):
     """A plugin's options are invalid; the message says which and why."""
 
 
+class PluginIO(Protocol):
+    """What `handle_async` may ask of the engine; each call acts on the plugin's session."""
+
+    async def read_text(self, path: str) -> str | None:
+        """A workspace file as text; None when it does not exist."""
+        ...
+
+    async def write_text(self, path: str, text: str, *, append: bool = False) -> None:
+        """Write (or append to) a workspace file."""
+        ...
+
+    async def find_files(self, directory: str, name: str) -> list[str]:
+        """Workspace paths under `directory` whose file name is `name` (e.g. SKILL.md)."""
+        ...
+
+    async def checkpoint(self, label: str, metadata: Mapping[str, Any]) -> str:
+        """Save a checkpoint of the session now (`checkpoint_saved` is published); its id."""
+        ...
+
+    async def complete(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        *,
+        provider_opts: Mapping[str, Any] | None = None,
+        timeout_s: float = 10.0,
+    ) -> str:
+        """One LLM answer (no tools), for judges and extractors; raises on failure/timeout."""
+        ...
+
+    def set_system_context(self, key: str, text: str | None) -> None:
+        """Set (or, with None, remove) a dynamic section of the system prompt (persisted)."""
+        ...
+
+    def history(self) -> list[dict[str, Any]]:
+        """A copy of the conversation history."""
+        ...
+
+    def set_request_option(self, key: str, value: Any) -> None:
+        """An option of the next LLM request only (before_request), e.g. `prompt_cache`."""
+        ...
+
+
 class Plugin:
     """Base of every plugin: a typed no-op that continues at every hook.
 
@@ -214,15 +263,29 @@ class Plugin:
 
     def __init__(self, opts: Mapping[str, Any]) -> None:
         self.configure(opts)
+        self.opts: dict[str, Any] = dict(opts)
+        """The options in force (what a hot update merges into)."""
 
     def configure(self, opts: Mapping[str, Any]) -> None:
         """Validate `opts` and apply them; raise PluginOptsError before changing anything."""
         if opts:
             raise PluginOptsError(f"{self.name} takes no options; got {sorted(opts)}")
 
-    def update_opts(self, opts: Mapping[str, Any]) -> None:
-        """Hot update (update_plugin_opts): by default re-validate and replace the options."""
-        self.configure(opts)
+    def on_config_update(self, opts: Mapping[str, Any], state: dict[str, Any]) -> bool:
+        """Hot update (update_plugin_opts) with access to the plugin's state; return False to
+        use the default instead: the new options merged over the current ones and
+        re-validated. Raise PluginOptsError to refuse the update (nothing changes)."""
+        return False
+
+    def update_opts(self, opts: Mapping[str, Any], state: dict[str, Any]) -> str:
+        """Apply a hot update; returns its mode, "callback" or "merge"."""
+        if self.on_config_update(opts, state):
+            self.opts = {**self.opts, **opts}
+            return "callback"
+        merged = {**self.opts, **opts}
+        self.configure(merged)
+        self.opts = merged
+        return "merge"
 
     def approval_timeout_ms(self) -> int | None:
         """How long the engine lets this plugin's RequireApproval wait; None: no limit."""
@@ -237,6 +300,17 @@ class Plugin:
     ) -> Action | None:
         """Answer one hook; None means Continue."""
         return None
+
+    async def handle_async(
+        self,
+        hook: Hook,
+        payload: Mapping[str, Any],
+        state: dict[str, Any],
+        ctx: PluginContext,
+        io: PluginIO,
+    ) -> Action | None:
+        """Answer one hook with I/O; the engine calls this, which by default is `handle`."""
+        return self.handle(hook, payload, state, ctx)
 
 
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")

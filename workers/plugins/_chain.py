@@ -27,6 +27,7 @@ from workers.plugins._base import (
     Intervene,
     Plugin,
     PluginContext,
+    PluginIO,
     PluginOptsError,
     ReplaceToolArgs,
     RequireApproval,
@@ -123,28 +124,31 @@ class PluginChain:
         timeouts = [t for p in self._plugins if (t := p.approval_timeout_ms()) is not None]
         return min(timeouts, default=None)
 
-    def update_opts(self, plugin_name: str, opts: Mapping[str, Any]) -> str | None:
-        """Hot-update one plugin's options: None on success, else the error ("not_found"...).
+    def update_opts(
+        self, plugin_name: str, opts: Mapping[str, Any], states: dict[str, dict[str, Any]]
+    ) -> tuple[str | None, str | None]:
+        """Hot-update one plugin's options: (mode, None) on success, else (None, error).
 
-        A refused update leaves the plugin as it was.
+        A refused update leaves the plugin and its state as they were.
         """
         plugin = self.find(plugin_name)
         if plugin is None:
-            return "not_found"
+            return None, "not_found"
+        state = states.setdefault(plugin.name, plugin.initial_state())
+        before = orjson.dumps(state, option=_STRICT)
         try:
-            plugin.update_opts(opts)
-        except PluginOptsError as exc:
-            return str(exc)
+            return plugin.update_opts(opts, state), None
         except Exception as exc:
-            return _describe(exc)
-        return None
+            _restore(state, before)
+            return None, str(exc) if isinstance(exc, PluginOptsError) else _describe(exc)
 
-    def run(
+    async def run(
         self,
         hook: Hook,
         payload: Mapping[str, Any],
         states: dict[str, dict[str, Any]],
         ctx: PluginContext,
+        io: PluginIO,
     ) -> ChainOutcome:
         """Call every plugin at `hook`; `states` is updated in place."""
         emits: list[Emitted] = []
@@ -152,7 +156,7 @@ class PluginChain:
         switch: SwitchModel | None = None
         args: dict[str, Any] | None = None
         for plugin in self._plugins:
-            action = _call(plugin, hook, payload, states, ctx)
+            action = await _call(plugin, hook, payload, states, ctx, io)
             match action:
                 case Incident():
                     incidents.append(action)
@@ -181,12 +185,13 @@ class PluginChain:
         )
 
 
-def _call(
+async def _call(  # noqa: PLR0917 (a private helper of `run`, called once)
     plugin: Plugin,
     hook: Hook,
     payload: Mapping[str, Any],
     states: dict[str, dict[str, Any]],
     ctx: PluginContext,
+    io: PluginIO,
 ) -> Action | Incident | None:
     """One plugin's answer, or the incident that voids it (its state then stays as it was)."""
     try:
@@ -197,7 +202,7 @@ def _call(
     except Exception as exc:
         return _crash(plugin, hook, f"no usable state: {_describe(exc)}")
     try:
-        action = plugin.handle(hook, payload, state, ctx)
+        action = await plugin.handle_async(hook, payload, state, ctx, io)
     except Exception as exc:
         _restore(state, before)
         return _crash(plugin, hook, _describe(exc))

@@ -28,6 +28,16 @@ class Scripted(Plugin):
         return self._respond(hook, payload, state)
 
 
+class NoIO:
+    """A PluginIO for chain tests whose plugins do no I/O: any use is a test failure."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"a plugin without I/O called io.{name}")
+
+
+NO_IO: Any = NoIO()
+
+
 @pytest.fixture
 def ctx() -> PluginContext:
     return PluginContext(session_id="s1", tenant="acme", turn=1, model="mock:a")

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.workers.plugins.conftest import NO_IO
 from workers.plugins import (
     Abort,
     Action,
@@ -26,6 +27,7 @@ from workers.plugins import (
 )
 
 # Copied from seeds/003 ("-*" counts as refused); the last column is Flotilla's RequireApproval.
+# before_plugin_opts_update is CMDC v0.6's (seeds/000 recipe 15: continue, abort, skip, emit).
 MATRIX = """
 session_start     ✓ - ✓ - - - ✓ - -
 session_end       ✓ - - - - - ✓ - -
@@ -40,6 +42,7 @@ after_tool_batch  ✓ ✓ ✓ - - - ✓ ✓ -
 before_finish     ✓ ✓ ✓ - - - ✓ - -
 before_compact    ✓ - - ✓ - - ✓ - -
 before_steering   ✓ ✓ ✓ - - - ✓ - -
+before_plugin_opts_update ✓ - ✓ ✓ - - ✓ - -
 """
 ACTIONS: tuple[Action, ...] = (
     Continue(),
@@ -82,24 +85,24 @@ def _expected(action: Action) -> ChainOutcome:
 
 
 def test_matrix_covers_every_hook_and_action() -> None:
-    assert len(CELLS) == 13 * 9
+    assert len(CELLS) == 14 * 9
     assert {hook for hook, _, _ in CELLS} == set(Hook)
 
 
 @pytest.mark.parametrize(("hook", "action"), ALLOWED_CELLS, ids=_cell_id)
-def test_allowed_action_shapes_the_outcome(
+async def test_allowed_action_shapes_the_outcome(
     hook: Hook, action: Action, make_plugin: MakePlugin, ctx: PluginContext
 ) -> None:
     chain = PluginChain([make_plugin("p", action)])
-    assert chain.run(hook, PAYLOAD, {}, ctx) == _expected(action)
+    assert (await chain.run(hook, PAYLOAD, {}, ctx, NO_IO)) == _expected(action)
 
 
 @pytest.mark.parametrize(("hook", "action"), FORBIDDEN_CELLS, ids=_cell_id)
-def test_forbidden_action_is_an_incident_and_counts_as_continue(
+async def test_forbidden_action_is_an_incident_and_counts_as_continue(
     hook: Hook, action: Action, make_plugin: MakePlugin, ctx: PluginContext
 ) -> None:
     chain = PluginChain([make_plugin("p", action), make_plugin("next", Emit("ran", {}), 200)])
-    outcome = chain.run(hook, PAYLOAD, {}, ctx)
+    outcome = await chain.run(hook, PAYLOAD, {}, ctx, NO_IO)
     assert [(i.plugin, i.kind, i.action) for i in outcome.incidents] == [
         ("p", "invalid_action", action.kind)
     ]
