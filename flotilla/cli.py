@@ -1,4 +1,5 @@
-"""The `flotilla` command line: up, worker, router, send, watch, chat, status, schema export."""
+"""The `flotilla` command line: up, worker, router, send, watch, chat, status, registry,
+schema export."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from flotilla._service import configure_logging, run_async, run_service
 from flotilla.errors import FlotillaError
 from flotilla.settings import Settings
+
+if TYPE_CHECKING:
+    from schemas import ProviderProfile
 
 _COLORS = {"progress": "\033[36m", "control": "\033[33m", "monitor": "\033[35m"}
 _RESET = "\033[0m"
@@ -36,6 +40,34 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         data_dir=args.data_dir,
         **extra,
     )
+
+
+def _registry_parser(sub: Any) -> None:
+    registry = sub.add_parser("registry", help="provider profiles (registry:<profile>:<model>)")
+    registry_sub = registry.add_subparsers(dest="registry_command", required=True)
+    put = registry_sub.add_parser("put", help="register or replace a provider profile")
+    _common(put)
+    put.add_argument("name")
+    put.add_argument("--provider", required=True, help="mock, openai, anthropic, ...")
+    put.add_argument(
+        "--opt", action="append", default=[], metavar="KEY=VALUE", help="an opt (JSON or text)"
+    )
+    put.add_argument(
+        "--opt-env",
+        action="append",
+        default=[],
+        metavar="KEY=VAR",
+        help="an opt read from environment variable VAR (keeps keys off the command line)",
+    )
+    put.add_argument("--tenant", help="the only tenant allowed to use the profile")
+    put.add_argument("--budget-tokens", type=int, help="tokens per tenant per day (UTC)")
+    put.add_argument("--budget-usd", type=float, help="USD per tenant per day (UTC)")
+    rm = registry_sub.add_parser("rm", help="unregister a provider profile")
+    _common(rm)
+    rm.add_argument("name")
+    ls = registry_sub.add_parser("ls", help="list provider profiles (secrets shown as ***)")
+    _common(ls)
+    ls.add_argument("--tenant")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="workers, shard ownership and session counts")
     _common(status)
+
+    _registry_parser(sub)
 
     schema = sub.add_parser("schema", help="JSON Schema of the wire contract")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True)
@@ -148,6 +182,9 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return 0
     if command == "status":
         run_async(_status(_settings(args)))
+        return 0
+    if command == "registry":
+        run_async(_registry(_settings(args), args))
         return 0
     if command == "schema":
         from schemas import export_json_schemas
@@ -221,6 +258,63 @@ async def _watch(settings: Settings, args: argparse.Namespace) -> None:
         pass
     finally:
         await fleet.close()
+
+
+async def _registry(settings: Settings, args: argparse.Namespace) -> None:
+    from flotilla.registry import RegistryClient
+
+    profile = _profile_of(args) if args.registry_command == "put" else None
+    client = await RegistryClient.connect(settings)
+    try:
+        if profile is not None:
+            revision = await client.register(profile)
+            print(f"registered {profile.name} (revision {revision})")
+        elif args.registry_command == "rm":
+            revision = await client.unregister(args.name)
+            print(f"unregistered {args.name} (revision {revision})")
+        else:
+            for p in await client.list(args.tenant):
+                budget = p.budget.model_dump(exclude_none=True) if p.budget else {}
+                print(
+                    f"{p.name:<24} provider={p.provider:<12} tenant={p.tenant or '*':<16} "
+                    f"budget={orjson.dumps(budget).decode()} opts={orjson.dumps(p.opts).decode()}"
+                )
+    finally:
+        await client.close()
+
+
+def _profile_of(args: argparse.Namespace) -> ProviderProfile:
+    """The ProviderProfile that `registry put` flags describe."""
+    from pydantic import ValidationError
+
+    from schemas import ProviderProfile, is_secret_opt
+
+    opts: dict[str, Any] = {}
+    for item in args.opt:
+        key, eq, raw = item.partition("=")
+        if not eq or not key:
+            raise FlotillaError(f"--opt {key!r} must be KEY=VALUE")
+        try:  # numbers, booleans and objects as JSON; secrets and plain words as text
+            opts[key] = raw if is_secret_opt(key) else orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            opts[key] = raw
+    environ = _env()
+    for item in args.opt_env:
+        key, eq, var = item.partition("=")
+        if not eq or not key or var not in environ:
+            raise FlotillaError(f"--opt-env {key!r}: KEY=VAR with VAR set in the environment")
+        opts[key] = environ[var]
+    budget = None
+    if args.budget_tokens is not None or args.budget_usd is not None:
+        budget = {"tokens_per_day": args.budget_tokens, "usd_per_day": args.budget_usd}
+    fields = {"name": args.name, "provider": args.provider, "tenant": args.tenant}
+    try:
+        return ProviderProfile.model_validate({**fields, "opts": opts, "budget": budget})
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise FlotillaError(
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        ) from None
 
 
 async def _status(settings: Settings) -> None:

@@ -5,6 +5,8 @@ This is the only module of the project that reads `os.environ`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import socket
 from collections.abc import Mapping
@@ -44,6 +46,8 @@ class Settings:
     hibernate_after_ms: int = 600_000
     metrics_port: int | None = 0
     metrics_host: str = "127.0.0.1"
+    audit_enabled: bool = True
+    """Publish audit records on <prefix>.audit.<tenant>.<action> (flotilla/audit.py)."""
     # tools
     shell_enabled: bool = False
     tool_timeout_s: float = 60.0
@@ -63,6 +67,14 @@ class Settings:
     # router
     router_id: str = field(default_factory=_default_worker_id)
     sweep_interval_s: float = 1.0
+    # provider registry
+    fleet_key: str = field(default="", repr=False)
+    """base64 of 32 bytes: the AES-GCM key of secret profile opts. Never logged or shown."""
+    registry_resolver: str = ""
+    """`package.module:callable` run on each profile after decryption (flotilla.registry)."""
+    registry_resolver_ttl_s: float = 300.0
+    registry_resync_s: float = 5.0
+    """How often a node compares its registry copy's revision with the stored one."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.shards <= 4096:
@@ -70,6 +82,8 @@ class Settings:
         if self.workspace_backend not in ("redis", "dir"):
             raise ValueError("workspace_backend must be 'redis' or 'dir'")
         Subjects(self.prefix)  # validates the prefix
+        if self.fleet_key:
+            _check_fleet_key(self.fleet_key)
 
     @property
     def subjects(self) -> Subjects:
@@ -124,6 +138,16 @@ def _coerce(type_name: object, raw: str, name: str) -> Any:
     except ValueError as exc:
         raise ValueError(f"FLOTILLA_{name.upper()}={raw!r} is not a valid {text}") from exc
     return raw
+
+
+def _check_fleet_key(value: str) -> None:
+    """The fleet key must be base64 of 32 bytes; the message never quotes it."""
+    try:
+        size = len(base64.b64decode(value, validate=True))
+    except (binascii.Error, ValueError):
+        raise ValueError("FLOTILLA_FLEET_KEY is not valid base64") from None
+    if size != 32:
+        raise ValueError(f"FLOTILLA_FLEET_KEY must encode 32 bytes, not {size}")
 
 
 def _boolean(raw: str) -> bool:

@@ -15,3 +15,16 @@ HIBERNATIONS = Counter(
 LEADER_CHANGES = Counter(
     "flotilla_router_leadership_acquired_total", "Times this replica became leader"
 )
+REGISTRY_CHANGES = Counter(
+    "flotilla_router_registry_changes_total",
+    "Provider profiles registered or unregistered (CMDC provider.registry.register), by op",
+    ["op"],
+)
+REGISTRY_REQUESTS = Counter(
+    "flotilla_router_registry_requests_total",
+    "Provider registry requests answered, by op and outcome",
+    ["op", "outcome"],
+)
+REGISTRY_REVISION = Gauge(
+    "flotilla_router_registry_revision", "Last provider registry revision this replica saw"
+)

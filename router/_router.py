@@ -3,7 +3,8 @@ the others take over within seconds when its key stops being refreshed.
 
 The leader tracks worker membership from expiring heartbeats, writes shard placement with
 owner epochs (rebalancing on join and leave, failing over on death), and sends `hibernate`
-through the command stream to sessions idle past their deadline.
+through the command stream to sessions idle past their deadline. Every replica, leader or
+not, answers the provider registry requests (router/_registry.py).
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from nats.js.kv import KeyValue
 from prometheus_client import start_http_server
 
 from flotilla._connect import connect_nats, connect_redis
+from flotilla._crypto import FleetCipher
 from flotilla._provision import ensure_bucket, provision
+from flotilla.audit import AuditPublisher
 from flotilla.keys import RedisKeys
 from flotilla.placement import SHARD_KEY, Assignment, Heartbeat, parse_key
 from flotilla.settings import Settings
 from router import _metrics
 from router._placement import place_shards
+from router._registry import RegistryServer
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,16 @@ class Router:
         leadership = await ensure_bucket(js, self._subjects.router_bucket)
         if settings.metrics_port is not None:
             start_http_server(settings.metrics_port, addr=settings.metrics_host)
+        # Every replica serves the provider registry, leader or not (its state is in Redis).
+        registry = RegistryServer(
+            nc,
+            redis,
+            subjects=self._subjects,
+            key_prefix=settings.redis_prefix,
+            cipher=FleetCipher.from_setting(settings.fleet_key),
+            audit=AuditPublisher(nc, subjects=self._subjects, enabled=settings.audit_enabled),
+        )
+        await registry.start()
         try:
             async with asyncio.TaskGroup() as group:
                 watch = group.create_task(self._watch_workers(workers))
@@ -86,6 +100,7 @@ class Router:
                 with contextlib.suppress(Exception):
                     await leadership.delete(LEADER_KEY)  # hand over at once
             _metrics.LEADER.set(0)
+            await registry.close()
             await redis.aclose()
             with contextlib.suppress(Exception):
                 await nc.drain()

@@ -3,6 +3,13 @@
 Pure data: this package imports nothing else of the project.
 """
 
+from schemas._audit import (
+    AUDIT_ACTIONS,
+    AUDIT_SCHEMA_VERSION,
+    ActorType,
+    AuditEvent,
+    redact_secrets,
+)
 from schemas._base import SCHEMA_VERSION, WireModel
 from schemas._commands import (
     COMMAND_ADAPTER,
@@ -54,7 +61,16 @@ from schemas._options import (
     SubAgentSpec,
     canonical_tool_name,
 )
-from schemas._registry import ProviderProfile, is_secret_opt
+from schemas._registry import (
+    REGISTRY_VERBS,
+    Budget,
+    ProfileName,
+    ProfileQuery,
+    ProviderProfile,
+    RegistryChange,
+    RegistryReply,
+    is_secret_opt,
+)
 from schemas._state import (
     OutboxCommand,
     ParentLink,
@@ -71,6 +87,8 @@ from schemas._state import (
 from schemas._subjects import CHANNELS, ShardedCommandSubject, Subjects
 
 __all__ = [
+    "AUDIT_ACTIONS",
+    "AUDIT_SCHEMA_VERSION",
     "CHANNELS",
     "COMMAND_ADAPTER",
     "COMMAND_OPS",
@@ -78,10 +96,14 @@ __all__ = [
     "EVENT_ADAPTER",
     "EVENT_CATALOG",
     "NO_GROUP",
+    "REGISTRY_VERBS",
     "SCHEMA_VERSION",
     "Abort",
+    "ActorType",
     "Approve",
     "AttachTool",
+    "AuditEvent",
+    "Budget",
     "Channel",
     "Checkpoint",
     "CheckpointRef",
@@ -101,9 +123,13 @@ __all__ = [
     "PendingEvent",
     "PendingQuestion",
     "PluginSpec",
+    "ProfileName",
+    "ProfileQuery",
     "Prompt",
     "ProviderProfile",
     "QueuedPrompt",
+    "RegistryChange",
+    "RegistryReply",
     "Reject",
     "Respond",
     "SessionOptions",
@@ -130,5 +156,6 @@ __all__ = [
     "is_token",
     "new_command_id",
     "new_session_id",
+    "redact_secrets",
     "validate_event",
 ]

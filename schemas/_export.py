@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel
 
+from schemas._audit import AuditEvent
 from schemas._commands import COMMAND_ADAPTER
 from schemas._events import EVENT_ADAPTER, TYPED_EVENTS
 from schemas._options import SessionOptions
@@ -18,6 +19,7 @@ def export_json_schemas(directory: Path) -> list[Path]:
     """Write one JSON Schema file per contract type into `directory`; return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     documents: dict[str, object] = {
+        "audit_event": AuditEvent.model_json_schema(),
         "command": COMMAND_ADAPTER.json_schema(),
         "event": EVENT_ADAPTER.json_schema(),
         "session_options": SessionOptions.model_json_schema(),

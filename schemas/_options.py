@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from schemas._base import WireModel
-from schemas._ids import Token
+from schemas._ids import Token, is_token
 
 PromptMode = Literal["full", "task", "minimal", "none"]
 
@@ -115,6 +115,10 @@ class SessionOptions(WireModel):
         provider, sep, model_id = value.partition(":")
         if not sep or not provider or not model_id:
             raise ValueError("model must be 'provider:model_id', 'registry:<p>:<m>' or 'mock:<n>'")
+        if provider == "registry":
+            profile, sep, model_id = model_id.partition(":")
+            if not sep or not is_token(profile) or not model_id:
+                raise ValueError("a registry model is 'registry:<profile>:<model_id>'")
         return value
 
     @field_validator("tools")

@@ -18,7 +18,7 @@ from schemas import (
     SessionState,
     TurnProgress,
 )
-from workers import _metrics, _ops
+from workers import _audit, _metrics, _ops
 from workers._context import DeadLetterRequest, WorkerContext
 from workers._delivery import Delivery
 from workers._events import now_ms
@@ -191,6 +191,7 @@ class SessionActor:
         else:
             await self.save()
         await self.emit("session_hibernated", {}, request_id=request_id)
+        _metrics.HIBERNATIONS.inc()
         self.drop()
 
     async def _hibernate_deferred(self) -> None:
@@ -520,12 +521,21 @@ class SessionActor:
         await self.after_turn(current, outcome="aborted", abort_reason=reason)
 
     async def after_turn(
-        self, current: TurnProgress, *, outcome: str, abort_reason: str | None = None
+        self,
+        current: TurnProgress,
+        *,
+        outcome: str,
+        abort_reason: str | None = None,
+        reason: str | None = None,
     ) -> None:
-        """The `after_turn` hook, then plugin options deferred while the turn ran."""
+        """The turn's audit record, the `after_turn` hook, then plugin options deferred while
+        the turn ran. `reason` is agent_end's (finished, max_turns, rejected, error)."""
         state = self.state
         assert state is not None
         ended = now_ms()
+        await _audit.turn_stopped(
+            self, current, outcome=outcome, reason=reason or abort_reason, ended_ms=ended
+        )
         await self.hooks.run(
             Hook.AFTER_TURN,
             {

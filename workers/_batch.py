@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from schemas import PendingApproval, PendingQuestion, ToolCallRecord
-from workers import _metrics, _subagents
+from workers import _audit, _metrics, _subagents
 from workers._events import now_ms
 from workers.plugins import (
     Abort,
@@ -202,6 +202,8 @@ class ToolBatch:
             },
             request_id=rid,
         )
+        _metrics.APPROVALS.labels("requested").inc()
+        await _audit.approval_requested(self._actor, approval, rid)
 
     async def _announce_start(self, record: ToolCallRecord, rid: str | None) -> None:
         actor = self._actor
@@ -237,6 +239,7 @@ class ToolBatch:
         while True:
             attempt += 1
             started = time.perf_counter()
+            _metrics.TOOLS_STARTED.labels(_metrics.tool_label(record.name)).inc()
             try:
                 async with asyncio.timeout(timeout):
                     result = await tool.run(dict(record.args), ctx)
@@ -323,7 +326,7 @@ class ToolBatch:
             result.text,
             workspace=actor.workspace,
             call_id=record.call_id,
-            max_chars=actor.settings.tool_result_max_chars,
+            max_chars=actor.hooks.offload_limit(),
         )
         self._finish(record, ToolResult(text, is_error=result.is_error))
         await actor.save()

@@ -15,7 +15,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from schemas import Checkpoint, is_secret_opt
-from workers import _metrics
+from workers import _audit, _metrics
 from workers._delivery import Delivery
 from workers._events import now_ms
 from workers.errors import StoreUnavailable
@@ -58,6 +58,9 @@ async def checkpoint(
         "checkpoint_saved",
         {"checkpoint_id": checkpoint_id, "label": command.label, "bytes": size},
         request_id=rid,
+    )
+    await _audit.checkpoint_saved(
+        actor, checkpoint_id, label=command.label, size=size, by="user", request_id=rid
     )
 
 
@@ -104,6 +107,7 @@ async def save_checkpoint(
     except RedisError as exc:
         raise StoreUnavailable(f"redis: {exc!r}") from exc
     _metrics.CHECKPOINTS.inc()
+    _metrics.CHECKPOINT_BYTES.observe(size)
     return checkpoint_id, size
 
 
@@ -119,7 +123,9 @@ async def load_checkpoint(
     except RedisError as exc:
         raise StoreUnavailable(f"redis: {exc!r}") from exc
     if not raw or raw.get(b"t", b"") != tenant.encode():
+        _metrics.CHECKPOINT_LOADS.labels("miss").inc()
         return None
+    _metrics.CHECKPOINT_LOADS.labels("hit").inc()
     prefix = _FILE.encode()
     files = {k[len(prefix) :].decode(): v for k, v in raw.items() if k.startswith(prefix)}
     return orjson.loads(raw[b"d"]), orjson.loads(raw[b"h"]), files

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from workers import _metrics
 from workers.plugins import Hook, Skip
 
 if TYPE_CHECKING:
@@ -33,9 +34,13 @@ async def compact(actor: SessionActor, *, reason: str, request_id: str | None) -
     )
     if isinstance(outcome.terminal, Skip):
         return 0
+    _metrics.COMPACTIONS.labels("threshold" if reason == "threshold" else "requested").inc()
     await actor.emit("compact_start", {}, request_id=request_id)
+    chars_before = actor.history_chars
     summary = {"role": "user", "content": _summary(history[:cut], reason)}
     actor.replace_history([summary, *history[cut:]])
+    _metrics.COMPACTION_RATIO.observe(actor.history_chars / chars_before if chars_before else 1.0)
+    _metrics.COMPACTED_MESSAGES.inc(cut)
     if state.current is not None:
         state.current.history_start = max(0, state.current.history_start - cut + 1)
     await actor.save()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from flotilla.audit import AuditPublisher
 from flotilla.settings import Settings
 from workers._events import EventPublisher
 from workers._llm import LLM, LLMError
@@ -38,6 +39,9 @@ class WorkerContext:
     tools: Toolbox
     blueprints: Blueprints
     mock: MockLLM
+    audit: AuditPublisher
+    registry: LLM | None = None
+    """Serves `registry:` models (workers._registry_llm); set once the worker's copy runs."""
     _litellm: LLM | None = field(default=None, repr=False)
 
     @property
@@ -45,16 +49,21 @@ class WorkerContext:
         return self.events.worker_id
 
     def llm_for(self, model: str) -> LLM:
-        """The provider adapter for `model`: the mock, or litellm (imported on first use)."""
-        provider = model.partition(":")[0]
-        if provider == "mock":
+        """The provider adapter for `model`: the registry, the mock, or litellm."""
+        if model.startswith("registry:"):
+            if self.registry is None:
+                raise LLMError(
+                    "registry_unavailable",
+                    "registry: models need the provider registry, which is not running here",
+                    retryable=False,
+                )
+            return self.registry
+        return self.provider_llm(model)
+
+    def provider_llm(self, model: str) -> LLM:
+        """The adapter of a `provider:model_id` model: the mock, or litellm (on first use)."""
+        if model.partition(":")[0] == "mock":
             return self.mock
-        if provider == "registry":
-            raise LLMError(
-                "registry_unavailable",
-                "registry: models need the provider registry, which this fleet does not run yet",
-                retryable=False,
-            )
         if self._litellm is None:
             from workers._litellm import LiteLLM
 

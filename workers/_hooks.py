@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from workers import _metrics
+from workers import _audit, _metrics
 from workers._llm import LLMRequest, LLMResponse
-from workers.plugins import ChainOutcome, Hook, PluginChain, PluginContext
+from workers.plugins import ChainOutcome, Hook, LargeResultOffload, PluginChain, PluginContext
 from workers.tools import WorkspaceError
 
 if TYPE_CHECKING:
@@ -67,6 +68,9 @@ class SessionIO:
         await actor.emit(
             "checkpoint_saved", {"checkpoint_id": checkpoint_id, "label": label, "bytes": size}
         )
+        await _audit.checkpoint_saved(
+            actor, checkpoint_id, label=label, size=size, by="plugin", trigger=dict(metadata)
+        )
         return checkpoint_id
 
     async def complete(
@@ -105,6 +109,29 @@ class SessionIO:
     def set_request_option(self, key: str, value: Any) -> None:
         self.request_options[key] = value
 
+    def patch_history(self, results: list[dict[str, Any]]) -> None:
+        history = list(self._actor.history)
+        for result in results:
+            at = next(
+                (
+                    i
+                    for i, m in enumerate(history)
+                    if m.get("role") == "assistant"
+                    and any(
+                        result.get("call_id") in (c.get("call_id"), c.get("id"))
+                        for c in m.get("tool_calls") or []
+                    )
+                ),
+                None,
+            )
+            if at is None:
+                continue
+            at += 1
+            while at < len(history) and history[at].get("role") == "tool_result":
+                at += 1
+            history.insert(at, dict(result))
+        self._actor.replace_history(history)
+
 
 class SessionHooks:
     """The plugins of one resident session."""
@@ -116,6 +143,13 @@ class SessionHooks:
 
     def empty(self) -> bool:
         return not self.chain.plugins
+
+    def offload_limit(self) -> int:
+        """The session's tool result budget in characters: the fleet's, or the smaller one of
+        its `large_result_offload` plugin."""
+        fleet = self._actor.settings.tool_result_max_chars
+        plugin = self.chain.find(LargeResultOffload.name)
+        return min(fleet, plugin.max_chars) if isinstance(plugin, LargeResultOffload) else fleet
 
     def context(self, *, approved: bool = False) -> PluginContext:
         state = self._actor.state
@@ -150,9 +184,14 @@ class SessionHooks:
         assert state is not None
         if self.empty():
             return ChainOutcome()
+        _metrics.PLUGINS_STARTED.labels(hook.value).inc()
+        started = time.perf_counter()
         outcome = await self.chain.run(
             hook, payload, state.plugin_states, self.context(approved=approved), self.io
         )
+        _metrics.PLUGIN_SECONDS.labels(
+            hook.value, outcome.terminal.kind if outcome.terminal else "continue"
+        ).observe(time.perf_counter() - started)
         actor = self._actor
         for incident in outcome.incidents:
             _metrics.PLUGIN_INCIDENTS.labels(incident.kind).inc()
@@ -188,9 +227,11 @@ class SessionHooks:
             )
         if outcome.switch_model is not None:
             switch = outcome.switch_model
+            before = _audit.model_of(state)
             switched = actor.switch_model(switch.model, switch.provider_opts)
             if switched is not None:
                 await actor.emit(
                     "model_switched", {**switched, "reason": "plugin"}, request_id=request_id
                 )
+                await _audit.model_switched(actor, before, by="plugin", request_id=request_id)
         return outcome

@@ -36,6 +36,9 @@ class LLMRequest:
     prompt_chars: int = 0
     tools: list[dict[str, Any]] = field(default_factory=list)
     """OpenAI-style function declarations (`ToolSpec.for_llm()`)."""
+    tenant: str = ""
+    """The session's tenant: registry profiles of another tenant are not visible to it, and
+    budgets are counted per tenant."""
     options: dict[str, Any] = field(default_factory=dict)
     """Options of this request only, set by plugins (`prompt_cache`...)."""
 
@@ -44,12 +47,20 @@ class LLMError(Exception):
     """A failed LLM call; `retryable` decides between `retry` and ending the turn."""
 
     def __init__(
-        self, code: str, message: str, *, retryable: bool, retry_after: float | None = None
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        details: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.retryable = retryable
         self.retry_after = retry_after
+        self.details = details or {}
+        """Fields the `error` event carries besides code and message (`profile`)."""
 
 
 class LLM(Protocol):

@@ -1,6 +1,43 @@
-"""Prometheus metrics of the worker process (served on its /metrics port)."""
+"""Prometheus metrics of the worker process (served on its /metrics port).
+
+CMDC's 18 telemetry events (seeds/000 recipes 7 and 16) are these metrics here; bounded labels
+only (no session, tenant or free-text values; tools through `tool_label`, providers through
+`provider_label`, plugins' hooks and actions are fixed sets):
+
+    agent.turn.start          flotilla_worker_turns_started_total
+    agent.turn.stop           flotilla_worker_turns_total{reason}, flotilla_worker_turn_seconds,
+                              flotilla_worker_aborts_total{cause}
+    llm.request.start         flotilla_worker_llm_requests_started_total{provider}
+    llm.request.stop          flotilla_worker_llm_request_seconds{provider,outcome},
+                              flotilla_worker_llm_errors_total{provider,code},
+                              flotilla_worker_llm_calls_total{provider},
+                              flotilla_worker_llm_tokens_total{provider,kind},
+                              flotilla_worker_llm_cost_usd_total{provider}
+    tool.exec.start           flotilla_worker_tool_calls_started_total{tool}
+    tool.exec.stop            flotilla_worker_tool_seconds{tool},
+                              flotilla_worker_tool_calls_total{tool,status}
+    plugin.pipeline.start     flotilla_worker_plugin_pipelines_started_total{hook}
+    plugin.pipeline.stop      flotilla_worker_plugin_pipeline_seconds{hook,outcome}
+    plugin.crash              flotilla_worker_plugin_incidents_total{kind="crash"}
+    compactor.run.start       flotilla_worker_compactor_runs_total{trigger}
+    compactor.run.stop        flotilla_worker_compactor_ratio,
+                              flotilla_worker_compactor_removed_messages_total
+    checkpoint.save           flotilla_worker_checkpoints_total, flotilla_worker_checkpoint_bytes
+    checkpoint.load           flotilla_worker_checkpoint_loads_total{outcome}
+    subagent.start            flotilla_worker_subagents_total
+    subagent.stop             flotilla_worker_subagents_ended_total{status}
+    agent.hibernate.configured  flotilla_worker_hibernate_after_seconds{source},
+                              flotilla_worker_hibernations_total
+    provider.registry.lookup  flotilla_worker_registry_lookups_total{outcome}
+    provider.registry.register  flotilla_router_registry_changes_total{op} (router/_metrics.py)
+
+Audit records (flotilla/audit.py) count as flotilla_audit_records_total{action} and
+flotilla_audit_publish_failures_total.
+"""
 
 from __future__ import annotations
+
+import time
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -61,8 +98,105 @@ PLUGIN_INCIDENTS = Counter(
     ["kind"],
 )
 ABORTS = Counter("flotilla_worker_aborts_total", "Turns aborted, by cause", ["cause"])
+TURNS_STARTED = Counter("flotilla_worker_turns_started_total", "Turns started (agent_start)")
+LLM_STARTED = Counter(
+    "flotilla_worker_llm_requests_started_total",
+    "LLM request attempts started, by provider",
+    ["provider"],
+)
+LLM_SECONDS = Histogram(
+    "flotilla_worker_llm_request_seconds",
+    "Duration of one LLM request attempt that ended, by provider and outcome (ok, error)",
+    ["provider", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+LLM_ERRORS = Counter(
+    "flotilla_worker_llm_errors_total",
+    "Failed LLM request attempts, by provider and error code",
+    ["provider", "code"],
+)
+TOOLS_STARTED = Counter(
+    "flotilla_worker_tool_calls_started_total", "Tool call attempts started, by tool", ["tool"]
+)
+PLUGINS_STARTED = Counter(
+    "flotilla_worker_plugin_pipelines_started_total",
+    "Plugin chains started at a hook of a session with plugins, by hook",
+    ["hook"],
+)
+PLUGIN_SECONDS = Histogram(
+    "flotilla_worker_plugin_pipeline_seconds",
+    "Duration of a session's plugin chain at one hook, by hook and outcome (continue or the "
+    "terminal action)",
+    ["hook", "outcome"],
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25, 1, 10),
+)
+COMPACTIONS = Counter(
+    "flotilla_worker_compactor_runs_total",
+    "Compactions run, by trigger (threshold, requested)",
+    ["trigger"],
+)
+COMPACTION_RATIO = Histogram(
+    "flotilla_worker_compactor_ratio",
+    "History characters after a compaction over those before",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
+COMPACTED_MESSAGES = Counter(
+    "flotilla_worker_compactor_removed_messages_total", "Messages replaced by compaction summaries"
+)
+CHECKPOINT_BYTES = Histogram(
+    "flotilla_worker_checkpoint_bytes",
+    "Size of a saved checkpoint (state, history and workspace)",
+    buckets=(1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864),
+)
+CHECKPOINT_LOADS = Counter(
+    "flotilla_worker_checkpoint_loads_total",
+    "Checkpoints looked up by create{from_checkpoint}, by outcome (hit, miss)",
+    ["outcome"],
+)
+SUBAGENTS_ENDED = Counter(
+    "flotilla_worker_subagents_ended_total",
+    "Sub-agent results received by their parent, by status (ok, error)",
+    ["status"],
+)
+HIBERNATE_AFTER = Histogram(
+    "flotilla_worker_hibernate_after_seconds",
+    "Idle time before hibernation of the sessions created, by source (session, fleet)",
+    ["source"],
+    buckets=(1, 10, 30, 60, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600),
+)
+HIBERNATIONS = Counter(
+    "flotilla_worker_hibernations_total", "Sessions hibernated (persisted, dropped from memory)"
+)
+REGISTRY_LOOKUPS = Counter(
+    "flotilla_worker_registry_lookups_total",
+    "registry: model resolutions, by outcome (hit, missing, failed)",
+    ["outcome"],
+)
+REGISTRY_RELOADS = Counter(
+    "flotilla_worker_registry_reloads_total",
+    "Full reloads of the registry copy, by cause (start, gap, resync)",
+    ["cause"],
+)
 
 _BUILTIN_TOOLS = frozenset(BUILTIN_TOOL_NAMES)
+_LLM_ERRORS = frozenset(
+    {
+        "rate_limit",
+        "timeout",
+        "server",
+        "auth",
+        "context_overflow",
+        "bad_request",
+        "invalid_model",
+        "provider_error",
+        "unsupported_provider",
+        "registry_profile_missing",
+        "registry_resolver_failed",
+        "registry_unavailable",
+        "budget_exceeded",
+        "stream_stalled",
+    }
+)
 _PROVIDERS = frozenset(
     {
         "mock",
@@ -93,3 +227,17 @@ def tool_label(name: str) -> str:
 def provider_label(model: str) -> str:
     provider = model.partition(":")[0]
     return provider if provider in _PROVIDERS else "other"
+
+
+def llm_error_label(code: str) -> str:
+    """A bounded label value for an LLM error code (adapters' codes; others grouped)."""
+    return code if code in _LLM_ERRORS else "other"
+
+
+def llm_request_ended(provider: str, started: float, *, error: str | None) -> None:
+    """llm.request.stop: the attempt's duration since `started` (perf_counter), its error."""
+    LLM_SECONDS.labels(provider, "ok" if error is None else "error").observe(
+        time.perf_counter() - started
+    )
+    if error is not None:
+        LLM_ERRORS.labels(provider, llm_error_label(error)).inc()

@@ -34,7 +34,7 @@ from schemas import (
     canonical_tool_name,
     new_command_id,
 )
-from workers import _checkpoints, _metrics
+from workers import _audit, _checkpoints, _metrics
 from workers._batch import announce_end
 from workers._delivery import Delivery
 from workers._sessions import create_session
@@ -144,6 +144,7 @@ async def prompt(actor: SessionActor, command: Prompt, delivery: Delivery, rid: 
     await actor.commit(delivery)
     await actor.emit("prompt_received", {"text": text, "queued": False}, request_id=rid, meta=meta)
     await actor.emit("agent_start", {}, request_id=rid)
+    await _audit.turn_started(actor, rid)
     actor.start_turn()
 
 
@@ -165,6 +166,7 @@ async def steer(actor: SessionActor, command: Steer, delivery: Delivery, rid: st
         await actor.commit(delivery)
         await actor.emit("steering_applied", {"refs": [ref], "count": 1}, request_id=rid)
         await actor.emit("agent_start", {}, request_id=rid)
+        await _audit.turn_started(actor, rid)
         actor.start_turn()
         return
     if len(state.steering_queue) >= state.options.max_steering_queue:
@@ -282,6 +284,9 @@ async def approve(actor: SessionActor, command: Approve, delivery: Delivery, rid
         },
         request_id=rid,
     )
+    await _audit.approval_resolved(
+        actor, approval, status="approved", kind=command.kind, timed_out=False, request_id=rid
+    )
     if resume:
         await actor.emit(
             "agent_resumed",
@@ -326,6 +331,14 @@ async def reject(actor: SessionActor, command: Reject, delivery: Delivery, rid: 
             },
             request_id=rid,
         )
+        await _audit.approval_resolved(
+            actor,
+            item,
+            status="rejected",
+            kind="timeout" if timed_out else None,
+            timed_out=timed_out,
+            request_id=rid,
+        )
     if not _nothing_pending(actor):
         return
     if command.auto_resume:
@@ -360,6 +373,7 @@ async def respond(actor: SessionActor, command: Respond, delivery: Delivery, rid
     resume = _nothing_pending(actor)
     await actor.commit(delivery)
     if question.kind == "subagent":
+        _metrics.SUBAGENTS_ENDED.labels("error" if record.is_error else "ok").inc()
         await actor.emit(
             "subagent_end",
             {"child_sid": question.child_sid or "", "result": record.result},
@@ -379,10 +393,12 @@ async def switch_model(
     actor: SessionActor, command: SwitchModel, delivery: Delivery, rid: str
 ) -> None:
     """Idle or busy alike: the next LLM request uses the new model (PROTOCOL §3)."""
+    before = _audit.model_of(_state(actor))
     switched = actor.switch_model(command.model, command.provider_opts)
     await actor.commit(delivery, "unchanged" if switched is None else "applied")
     if switched is not None:
         await actor.emit("model_switched", switched, request_id=rid)
+        await _audit.model_switched(actor, before, by="user", request_id=rid)
 
 
 async def attach_tool(

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from flotilla.errors import ConfigurationError
 from schemas import Create, ParentLink, SessionOptions, SessionState, canonical_tool_name
+from workers import _audit, _metrics
 from workers._checkpoints import load_checkpoint
 from workers._delivery import Delivery
 from workers._events import now_ms
@@ -154,6 +155,10 @@ async def create_session(
         TurnRunner.begin(actor, command.parent.task, rid, {})
     await actor.commit(delivery)
     await actor.emit("session_created", {}, request_id=rid)
+    hibernate_after_ms = state.options.hibernate_after_ms
+    _metrics.HIBERNATE_AFTER.labels("session" if hibernate_after_ms else "fleet").observe(
+        (hibernate_after_ms or actor.settings.hibernate_after_ms) / 1000
+    )
     if command.from_checkpoint is not None:
         await actor.emit(
             "session_resumed", {"from": "checkpoint", "worker": actor.ctx.worker_id}, request_id=rid
@@ -163,4 +168,5 @@ async def create_session(
             "prompt_received", {"text": command.parent.task, "queued": False}, request_id=rid
         )
         await actor.emit("agent_start", {}, request_id=rid)
+        await _audit.turn_started(actor, rid)
         actor.start_turn()

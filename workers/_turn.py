@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from schemas import PendingEvent, QueuedPrompt, ToolCallRecord, TurnProgress, Usage
-from workers import _metrics, _subagents
+from workers import _audit, _metrics, _subagents
 from workers._batch import AbortTurn, ToolBatch
 from workers._compaction import compact
 from workers._events import now_ms
@@ -75,6 +75,7 @@ class TurnRunner:
         assert state is not None
         state.turns += 1
         state.status = "running"
+        _metrics.TURNS_STARTED.inc()
         state.current = TurnProgress(
             turn=state.turns,
             request_id=request_id,
@@ -138,6 +139,7 @@ class TurnRunner:
                         TurnRunner.begin(actor, queued.text, queued.request_id or "", queued.meta)
                         await actor.save()
                         await actor.emit("agent_start", {}, request_id=queued.request_id)
+                        await _audit.turn_started(actor, queued.request_id)
                 assert state.current is not None
                 state.current.suspended = False
                 state.status = "running"
@@ -229,17 +231,17 @@ class TurnRunner:
         try:
             response = await self._call_llm()
         except LLMError as exc:
-            error = {"code": exc.code, "message": str(exc)}
+            error = {**exc.details, "code": exc.code, "message": str(exc)}
             await actor.emit("error", error, request_id=rid)
             await self._finish("error", error=error)
             return "ended"
         message = self._assistant_message(response)
+        self._account(response)  # plugins at after_response see the cost including this call
         after = await hooks.run(Hook.AFTER_RESPONSE, {"message": message}, request_id=rid)
         if isinstance(after.terminal, Skip):
             message.pop("tool_calls", None)  # the response stands, its tool calls do not
         actor.append_message(message)
         current.step += 1
-        self._account(response)
         if isinstance(after.terminal, Abort):
             await self._end_aborted(f"plugin: {after.terminal.reason}")
             return "ended"
@@ -410,6 +412,7 @@ class TurnRunner:
                 script_cursor=state.script_cursor,
                 prompt_chars=actor.history_chars,
                 tools=actor.tool_declarations(),
+                tenant=state.tenant,
                 options=dict(actor.hooks.io.request_options),
             )
             if state.model == "mock:script":
@@ -418,6 +421,8 @@ class TurnRunner:
             text_started = thinking_started = False
             call_started = time.perf_counter()
             state.status = "streaming"
+            provider = _metrics.provider_label(state.model)
+            _metrics.LLM_STARTED.labels(provider).inc()
             try:
                 async for chunk in llm.stream(request, response):
                     if chunk.kind == "text":
@@ -432,6 +437,7 @@ class TurnRunner:
                         await actor.emit("thinking_delta", {"delta": chunk.delta}, request_id=rid)
             except LLMError as exc:
                 state.status = "running"
+                _metrics.llm_request_ended(provider, call_started, error=exc.code)
                 if exc.code == "context_overflow":
                     await actor.emit("context_overflow", {"reason": str(exc), "model": state.model})
                 if not exc.retryable or attempt >= MAX_LLM_RETRIES:
@@ -449,6 +455,7 @@ class TurnRunner:
                 continue
             state.status = "running"
             duration_ms = (time.perf_counter() - call_started) * 1000
+            _metrics.llm_request_ended(provider, call_started, error=None)
             await actor.emit(
                 "llm_call",
                 {
@@ -471,6 +478,7 @@ class TurnRunner:
         _metrics.LLM_CALLS.labels(provider).inc()
         _metrics.LLM_TOKENS.labels(provider, "prompt").inc(response.prompt_tokens)
         _metrics.LLM_TOKENS.labels(provider, "completion").inc(response.completion_tokens)
+        _metrics.LLM_TOKENS.labels(provider, "cached").inc(response.cached_tokens)
         _metrics.LLM_COST.labels(provider).inc(response.cost_usd)
         state.usage = _add(state.usage, response)
         state.current.usage = _add(state.current.usage, response)
@@ -548,7 +556,7 @@ class TurnRunner:
                     request_id=steered[-1].request_id,
                 )
         _metrics.TURNS.labels(reason).inc()
-        await actor.after_turn(current, outcome="finished")
+        await actor.after_turn(current, outcome="finished", reason=reason)
 
 
 def _arguments(value: object) -> dict[str, Any]:

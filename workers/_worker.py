@@ -24,17 +24,21 @@ from prometheus_client import start_http_server
 
 from flotilla._connect import connect_nats, connect_redis
 from flotilla._provision import ensure_bucket, provision
+from flotilla.audit import AuditPublisher
 from flotilla.errors import ConfigurationError
 from flotilla.placement import RELEASED_KEY, Assignment, Heartbeat, parse_key
+from flotilla.registry import ProviderRegistryCopy, build_resolver
 from flotilla.settings import Settings
 from workers import _metrics
 from workers._actor import RESUME, SessionActor
+from workers._budgets import BudgetMeter
 from workers._context import DeadLetterRequest, WorkerContext
 from workers._delivery import Delivery
 from workers._events import EventPublisher, now_ms
 from workers._intake import MAX_OUTSTANDING, ShardIntake
 from workers._mock import MockLLM
 from workers._outbox import CommandPublisher
+from workers._registry_llm import RegistryLLM
 from workers._sessions import Blueprints
 from workers._slots import SlotPool
 from workers._store import SessionStore
@@ -85,6 +89,7 @@ class Worker:
         self._placement: KeyValue | None = None
         self._ctx: WorkerContext | None = None
         self._external: ExternalToolDirectory | None = None
+        self._registry: ProviderRegistryCopy | None = None
         self.ready = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -98,6 +103,17 @@ class Worker:
         await store.start()
         external = self._external = ExternalToolDirectory(nc, subjects=self._subjects)
         await external.start()
+        resolver = build_resolver(settings)
+        registry = self._registry = ProviderRegistryCopy(
+            nc,
+            redis,
+            subjects=self._subjects,
+            key_prefix=settings.redis_prefix,
+            resync_s=settings.registry_resync_s,
+            on_change=resolver.forget,
+            on_reload=lambda cause: _metrics.REGISTRY_RELOADS.labels(cause).inc(),
+        )
+        await registry.start()
         self._ctx = WorkerContext(
             settings=settings,
             store=store,
@@ -107,6 +123,13 @@ class Worker:
             dead_letter=self._dead_letter,
             tools=Toolbox(settings=settings, catalog=ToolCatalog(settings), external=external),
             blueprints=Blueprints(settings.blueprints),
+            audit=AuditPublisher(nc, subjects=self._subjects, enabled=settings.audit_enabled),
+        )
+        self._ctx.registry = RegistryLLM(
+            registry=registry,
+            resolver=resolver,
+            budgets=BudgetMeter(redis, key_prefix=settings.redis_prefix),
+            providers=self._ctx.provider_llm,
         )
         workers_kv = await ensure_bucket(js, self._subjects.workers_bucket, ttl=60.0)
         self._placement = await ensure_bucket(js, self._subjects.placement_bucket)
@@ -134,6 +157,11 @@ class Worker:
         if self._nc is not None:
             await self._stopped.wait()
 
+    @property
+    def registry(self) -> ProviderRegistryCopy | None:
+        """This worker's copy of the provider registry (None until `run()` started it)."""
+        return self._registry
+
     async def _close_all(self, store: SessionStore, redis: object, nc: NATS) -> None:
         for owned in list(self._shards.values()):
             owned.task.cancel()
@@ -147,6 +175,8 @@ class Worker:
             *(t for _, t in self._actors.values()),
             return_exceptions=True,
         )
+        if self._registry is not None:
+            await self._registry.close()
         if self._external is not None:
             await self._external.close()
         await store.close()

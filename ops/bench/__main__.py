@@ -1,4 +1,5 @@
-"""`python -m ops.bench turns|abort [--workers N] [--out FILE]`: Flotilla's performance report."""
+"""`python -m ops.bench turns|abort|registry [--workers N] [--out FILE]`: Flotilla's performance
+report."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ def main(argv: list[str] | None = None) -> None:
     abort.add_argument("--workers", type=int, default=1)
     abort.add_argument("--tries", type=int, default=100, help="measured tries per case")
     abort.add_argument("--out", help="JSON report path (default ops/bench/results/...)")
+    registry = sub.add_parser("registry", help="registry lookups and broadcast (PROTOCOL 7)")
+    registry.add_argument("--workers", type=int, default=2)
+    registry.add_argument("--nodes", type=int, default=8, help="registry copies measured")
+    registry.add_argument("--changes", type=int, default=500, help="measured registrations")
+    registry.add_argument("--out", help="JSON report path (default ops/bench/results/...)")
     args = parser.parse_args(argv)
     if args.bench == "turns":
         from ops.bench._turns import run_turns_bench
@@ -31,6 +37,10 @@ def main(argv: list[str] | None = None) -> None:
         from ops.bench._abort import run_abort_bench
 
         run_async(run_abort_bench(args))
+    elif args.bench == "registry":
+        from ops.bench._registry import run_registry_bench
+
+        run_async(run_registry_bench(args))
     else:  # pragma: no cover - argparse refuses other values
         sys.exit(2)
 

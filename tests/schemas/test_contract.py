@@ -74,4 +74,5 @@ def test_json_schema_export_writes_every_type(tmp_path: Path) -> None:
     written = export_json_schemas(tmp_path)
     names = {p.name for p in written}
     assert "command.schema.json" in names and "event.agent_end.schema.json" in names
-    assert len(names) == 5 + len(EVENT_CATALOG)
+    assert "audit_event.schema.json" in names
+    assert len(names) == 6 + len(EVENT_CATALOG)

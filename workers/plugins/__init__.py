@@ -10,6 +10,7 @@ ValueError
 A plugin that crashes at a hook is not an error: it becomes an `Incident` of the outcome.
 """
 
+from workers.plugins._auto_checkpoint import AutoCheckpoint
 from workers.plugins._base import (
     ACTION_TYPES,
     ALLOWED,
@@ -36,7 +37,11 @@ from workers.plugins._base import (
     shell_segments,
 )
 from workers.plugins._chain import ChainOutcome, Emitted, Incident, PluginChain
+from workers.plugins._content_policy import ContentPolicy
+from workers.plugins._cost_guard import CostGuard
+from workers.plugins._event_logger import EventLogger
 from workers.plugins._human_approval import HumanApproval, describe_call
+from workers.plugins._large_result_offload import LargeResultOffload
 from workers.plugins._loader import (
     BUILTIN_PLUGINS,
     PluginLoadError,
@@ -44,7 +49,15 @@ from workers.plugins._loader import (
     load_plugins,
     plugin_registry,
 )
+from workers.plugins._memory_flush import MemoryFlush
+from workers.plugins._memory_loader import MemoryLoader
+from workers.plugins._model_router import ModelRouter
+from workers.plugins._patch_tool_calls import PatchToolCalls
+from workers.plugins._planning import Planning
+from workers.plugins._prompt_cache import PromptCache
+from workers.plugins._reflection import Reflection
 from workers.plugins._security_guard import SecurityGuard
+from workers.plugins._skill_guard import SkillGuard
 
 __all__ = [
     "ACTION_TYPES",
@@ -53,15 +66,25 @@ __all__ = [
     "MAX_SHELL_CHARS",
     "Abort",
     "Action",
+    "AutoCheckpoint",
     "BlockTool",
     "ChainOutcome",
+    "ContentPolicy",
     "Continue",
+    "CostGuard",
     "Emit",
     "Emitted",
+    "EventLogger",
     "Hook",
     "HumanApproval",
     "Incident",
     "Intervene",
+    "LargeResultOffload",
+    "MemoryFlush",
+    "MemoryLoader",
+    "ModelRouter",
+    "PatchToolCalls",
+    "Planning",
     "Plugin",
     "PluginChain",
     "PluginContext",
@@ -69,10 +92,13 @@ __all__ = [
     "PluginLoadError",
     "PluginOptsError",
     "PluginSpecLike",
+    "PromptCache",
+    "Reflection",
     "ReplaceToolArgs",
     "RequireApproval",
     "SecurityGuard",
     "ShellSegment",
+    "SkillGuard",
     "Skip",
     "SwitchModel",
     "Terminal",

@@ -247,6 +247,11 @@ class PluginIO(Protocol):
         """An option of the next LLM request only (before_request), e.g. `prompt_cache`."""
         ...
 
+    def patch_history(self, results: list[dict[str, Any]]) -> None:
+        """Insert `tool_result` messages, each right after the assistant message (and the
+        results already there) that made its `call_id`; persisted at the next save."""
+        ...
+
 
 class Plugin:
     """Base of every plugin: a typed no-op that continues at every hook.

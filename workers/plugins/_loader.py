@@ -8,7 +8,6 @@ or an import path `package.module:ClassName` of a Plugin subclass.
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -21,25 +20,6 @@ from workers.plugins._human_approval import HumanApproval
 from workers.plugins._security_guard import SecurityGuard
 
 BUILTIN_PLUGINS: tuple[type[Plugin], ...] = (SecurityGuard, HumanApproval, *PLUGINS_A, *PLUGINS_B)
-
-_NOT_IMPLEMENTED = (
-    "EventLogger",
-    "MemoryLoader",
-    "MemoryFlush",
-    "PatchToolCalls",
-    "PromptCache",
-    "Planning",
-    "Reflection",
-)
-_NOT_IMPLEMENTED_NAMES = {
-    alias: cmdc_name
-    for cmdc_name in _NOT_IMPLEMENTED
-    for alias in (
-        cmdc_name,
-        f"CMDC.Plugin.Builtin.{cmdc_name}",
-        re.sub(r"(?<!^)(?=[A-Z])", "_", cmdc_name).lower(),
-    )
-}
 
 
 class PluginLoadError(ValueError):
@@ -122,11 +102,6 @@ def _resolve(
     cls = registry.get(name)
     if cls is not None:
         return cls
-    if name in _NOT_IMPLEMENTED_NAMES:
-        raise PluginLoadError(
-            f"plugin {name!r}: CMDC's {_NOT_IMPLEMENTED_NAMES[name]} is not implemented in "
-            "Flotilla yet"
-        )
     if ":" in name:
         if not import_paths:
             raise PluginLoadError(f"plugin {name!r}: import paths are not allowed here")
