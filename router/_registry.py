@@ -9,6 +9,7 @@ broadcasts and audit records never carry a secret value.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import redis.asyncio as aioredis
@@ -74,6 +75,8 @@ class RegistryServer:
             except Exception as exc:  # the connection may be closing already
                 log.debug("registry: unsubscribe failed (%r)", exc)
         self._subs.clear()
+        with contextlib.suppress(Exception):
+            await self._nc.flush()  # the server has dropped us from the queue group
 
     async def _on_request(self, msg: Msg) -> None:
         verb = msg.subject.rpartition(".")[2]

@@ -64,9 +64,13 @@ class Router:
         self._assignments: dict[int, tuple[Assignment, int]] = {}
         self.is_leader = False
         self.ready = asyncio.Event()
+        self._stopped = asyncio.Event()
 
     async def shutdown(self) -> None:
+        """Stop, and return once this replica no longer answers anything (if it ran)."""
         self._stopping.set()
+        if self.ready.is_set():
+            await self._stopped.wait()
 
     async def run(self) -> None:
         settings = self.settings
@@ -96,14 +100,17 @@ class Router:
                 await self._lead(js, redis, placement, leadership)
                 watch.cancel()
         finally:
-            if self.is_leader:
+            try:
+                if self.is_leader:
+                    with contextlib.suppress(Exception):
+                        await leadership.delete(LEADER_KEY)  # hand over at once
+                _metrics.LEADER.set(0)
+                await registry.close()
+                await redis.aclose()
                 with contextlib.suppress(Exception):
-                    await leadership.delete(LEADER_KEY)  # hand over at once
-            _metrics.LEADER.set(0)
-            await registry.close()
-            await redis.aclose()
-            with contextlib.suppress(Exception):
-                await nc.drain()
+                    await nc.drain()
+            finally:
+                self._stopped.set()
 
     # -- leadership --------------------------------------------------------------------------
     async def _lead(
