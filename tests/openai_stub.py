@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -23,11 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.loopback_http import LoopbackServer
 
 __all__ = ["OpenAIStub", "RecordedRequest", "Reply", "ToolCall"]
 
@@ -120,21 +120,18 @@ class OpenAIStub:
         self.requests: list[RecordedRequest] = []
         self._queue: deque[Reply] = deque()
         self._closing = asyncio.Event()
-        self._socket: socket.socket | None = None
-        self._port = 0
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
         routes = [
             Route(path, self._completions, methods=["POST"])
             for path in ("/v1/chat/completions", "/chat/completions")
         ]
         self.app = Starlette(routes=routes)
+        self._http = LoopbackServer(self.app)
 
     @property
     def url(self) -> str:
         """The server root, `http://127.0.0.1:<port>`."""
-        assert self._port, "the stub is not started"
-        return f"http://127.0.0.1:{self._port}"
+        assert self._http.port, "the stub is not started"
+        return f"http://127.0.0.1:{self._http.port}"
 
     @property
     def base_url(self) -> str:
@@ -146,30 +143,12 @@ class OpenAIStub:
         self._queue.extend(replies)
 
     async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self._socket = sock
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, log_config=None, access_log=False, lifespan="off", ws="none"
-        )
-        server = _Server(config)
-        self._server = server
-        self._task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            if self._task.done():
-                await self._task  # raises the startup failure
-            await asyncio.sleep(0.005)
+        await self._http.start()
 
     async def close(self) -> None:
         """Stop serving: delayed replies end at once, open connections are closed."""
         self._closing.set()
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
-        if self._socket is not None:
-            self._socket.close()
+        await self._http.stop()
 
     async def __aenter__(self) -> OpenAIStub:
         await self.start()
@@ -196,14 +175,6 @@ class OpenAIStub:
                 answer.usage = None
             return StreamingResponse(_sse(answer), media_type="text/event-stream")
         return JSONResponse(_completion(answer))
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the test runner owns SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def _error(reply: Reply) -> Response:

@@ -16,19 +16,18 @@ from flotilla.settings import Settings
 from schemas import (
     Create,
     SessionState,
-    TurnProgress,
 )
-from workers import _audit, _metrics, _ops
+from workers import _metrics, _ops
 from workers._context import DeadLetterRequest, WorkerContext
 from workers._delivery import Delivery
 from workers._events import now_ms
 from workers._hooks import SessionHooks
 from workers._parse import command_id_of, parse_command
 from workers._prompting import system_prompt
-from workers._subagents import abort_children, report_to_parent
+from workers._timers import ApprovalTimers
 from workers._turn import TurnRunner
 from workers.errors import CommandRejected, Conflict, Fenced, StoreUnavailable
-from workers.plugins import Hook, PluginChain, PluginLoadError, load_plugins
+from workers.plugins import PluginChain, PluginLoadError, load_plugins
 from workers.tools import Tool, Workspace, open_workspace
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ class SessionActor:
         self.hooks = SessionHooks(self, PluginChain([]))
         self._workspace: Workspace | None = None
         self._lingering: set[asyncio.Task[Any]] = set()
-        self._timers: dict[str, asyncio.Task[None]] = {}
+        self._timers = ApprovalTimers(ctx, sid, resident=lambda: self.state is not None)
         self.last_used = 0.0
         self.closed = False
         self.needs_resume = False
@@ -205,12 +204,10 @@ class SessionActor:
         task.add_done_callback(self._lingering.discard)
 
     async def _drop_background(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
+        await self._timers.cancel_all()
         for task in self._lingering:
             task.cancel()
-        await asyncio.gather(*self._timers.values(), *self._lingering, return_exceptions=True)
-        self._timers.clear()
+        await asyncio.gather(*self._lingering, return_exceptions=True)
         self._lingering.clear()
 
     # -- loading and saving ------------------------------------------------------------------
@@ -440,36 +437,8 @@ class SessionActor:
 
     def arm_timers(self) -> None:
         """Approval timeouts: a `reject` through the command stream when one expires."""
-        state = self.state
-        assert state is not None
-        live = {a.approval_id: a for a in state.pending_approvals if a.expires_ms}
-        for approval_id in [a for a in self._timers if a not in live]:
-            self._timers.pop(approval_id).cancel()
-        for approval_id, approval in live.items():
-            if approval_id not in self._timers:
-                delay = max(0.0, ((approval.expires_ms or 0) - now_ms()) / 1000)
-                self._timers[approval_id] = asyncio.create_task(
-                    self._expire(approval_id, delay), name=f"approval-timeout-{approval_id}"
-                )
-
-    async def _expire(self, approval_id: str, delay: float) -> None:
-        await asyncio.sleep(delay)
-        state = self.state
-        if state is None:
-            return
-        await self._ctx.commands.publish(
-            tenant=state.tenant,
-            sid=self.sid,
-            op="reject",
-            body={
-                "op": "reject",
-                "id": f"{approval_id}.timeout",
-                "approval_id": approval_id,
-                "reason": _ops.APPROVAL_TIMEOUT,
-                "auto_resume": True,
-            },
-            msg_id=f"{self.sid}.{approval_id}.timeout",
-        )
+        assert self.state is not None
+        self._timers.arm(self.state)
 
     def switch_model(
         self, model: str, provider_opts: dict[str, Any] | None
@@ -484,73 +453,6 @@ class SessionActor:
         if provider_opts is not None:
             state.provider_opts = dict(provider_opts)
         return {"from": previous, "to": model, "provider_opts_changed": provider_opts is not None}
-
-    async def end_turn_aborted(self, reason: str, *, rollback: bool = False) -> None:
-        """End the current turn with `agent_abort`: results so far stay in the history
-        (unless `rollback`), unfinished calls are marked aborted, pending waits are dropped."""
-        state = self.state
-        assert state is not None and state.current is not None
-        current = state.current
-        if rollback:
-            self.truncate_history(current.history_start)
-        else:
-            for record in current.batch:
-                self.append_message(
-                    {
-                        "role": "tool_result",
-                        "call_id": record.call_id,
-                        "name": record.name,
-                        "content": record.result
-                        if record.status == "done"
-                        else f"aborted: {reason}",
-                        "is_error": record.is_error or record.status != "done",
-                    }
-                )
-        abort_children(self, reason=reason)
-        state.pending_approvals = []
-        state.pending_questions = []
-        state.steering_queue = []
-        state.current = None
-        state.status = "idle"
-        report_to_parent(self, ok=False, text=f"aborted: {reason}", error=None)
-        await self.save()
-        await self.emit("agent_abort", {"reason": reason}, request_id=current.request_id)
-        await self.flush_outbox()
-        self.arm_timers()
-        _metrics.ABORTS.labels("plugin" if reason.startswith("plugin:") else "command").inc()
-        await self.after_turn(current, outcome="aborted", abort_reason=reason)
-
-    async def after_turn(
-        self,
-        current: TurnProgress,
-        *,
-        outcome: str,
-        abort_reason: str | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """The turn's audit record, the `after_turn` hook, then plugin options deferred while
-        the turn ran. `reason` is agent_end's (finished, max_turns, rejected, error)."""
-        state = self.state
-        assert state is not None
-        ended = now_ms()
-        await _audit.turn_stopped(
-            self, current, outcome=outcome, reason=reason or abort_reason, ended_ms=ended
-        )
-        await self.hooks.run(
-            Hook.AFTER_TURN,
-            {
-                "outcome": outcome,
-                "abort_reason": abort_reason,
-                "messages_diff": self.history[current.history_start :],
-                "usage_diff": current.usage.model_dump(),
-                "started_at_ms": current.started_ms,
-                "ended_at_ms": ended,
-                "duration_ms": ended - current.started_ms,
-            },
-            request_id=current.request_id,
-        )
-        if state.deferred_plugin_opts and state.current is None:
-            await _ops.apply_deferred_plugin_opts(self)
 
     # -- commands ----------------------------------------------------------------------------
     async def _handle(self, delivery: Delivery) -> None:

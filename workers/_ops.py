@@ -34,10 +34,11 @@ from schemas import (
     canonical_tool_name,
     new_command_id,
 )
-from workers import _audit, _checkpoints, _metrics
+from workers import _audit, _checkpoints, _metrics, _turn_end
 from workers._batch import announce_end
 from workers._delivery import Delivery
 from workers._sessions import create_session
+from workers._timers import APPROVAL_TIMEOUT
 from workers._turn import TurnRunner
 from workers.errors import CommandRejected
 from workers.plugins import Abort as AbortAction
@@ -45,8 +46,6 @@ from workers.plugins import Hook, Intervene, Skip
 
 if TYPE_CHECKING:
     from workers._actor import SessionActor
-
-APPROVAL_TIMEOUT = "approval_timeout"
 
 
 async def apply(actor: SessionActor, command: Command, delivery: Delivery) -> None:
@@ -136,7 +135,8 @@ async def prompt(actor: SessionActor, command: Prompt, delivery: Delivery, rid: 
             return
         # interrupt keeps what the running turn produced; rollback removes it
         await actor.stop_turn(detach=_detached(actor, "default"))
-        await actor.end_turn_aborted(
+        await _turn_end.end_aborted(
+            actor,
             "interrupted" if command.strategy == "interrupt" else "rolled_back",
             rollback=command.strategy == "rollback",
         )
@@ -225,7 +225,7 @@ async def abort(actor: SessionActor, command: Abort, delivery: Delivery, rid: st
     if command.clear_queue:
         state.prompt_queue = []
     state.applied_seq = delivery.seq
-    await actor.end_turn_aborted(command.reason)  # saves, then publishes agent_abort
+    await _turn_end.end_aborted(actor, command.reason)  # saves, then publishes agent_abort
     await delivery.ack("abort")
     for record in killed:
         await actor.emit(
@@ -511,7 +511,7 @@ async def stop(actor: SessionActor, delivery: Delivery, rid: str) -> None:
     state = _state(actor)
     if state.current is not None:
         await actor.stop_turn()
-        await actor.end_turn_aborted("stopped")
+        await _turn_end.end_aborted(actor, "stopped")
     await actor.hooks.run(Hook.SESSION_END, {}, request_id=rid)
     await actor.workspace.clear()
     await actor.ctx.store.delete(

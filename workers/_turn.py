@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from schemas import PendingEvent, QueuedPrompt, ToolCallRecord, TurnProgress, Usage
-from workers import _audit, _metrics, _subagents
+from workers import _audit, _metrics, _subagents, _turn_end
 from workers._batch import AbortTurn, ToolBatch
 from workers._compaction import compact
 from workers._events import now_ms
@@ -486,7 +486,7 @@ class TurnRunner:
     # -- the end of a turn -------------------------------------------------------------------
     async def _end_aborted(self, reason: str) -> None:
         async with self._save_and_announce():
-            await self._actor.end_turn_aborted(reason)
+            await _turn_end.end_aborted(self._actor, reason)
 
     async def _finish(
         self,
@@ -556,7 +556,7 @@ class TurnRunner:
                     request_id=steered[-1].request_id,
                 )
         _metrics.TURNS.labels(reason).inc()
-        await actor.after_turn(current, outcome="finished", reason=reason)
+        await _turn_end.after_turn(actor, current, outcome="finished", reason=reason)
 
 
 def _arguments(value: object) -> dict[str, Any]:

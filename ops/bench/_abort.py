@@ -434,15 +434,7 @@ async def run_abort_bench(args: argparse.Namespace) -> None:
     tool: ToolServer | None = None
     try:
         fleet = Fleet(nc, subjects=stack.settings.subjects, tenant=TENANT, owns_nc=False)
-        deadline = time.monotonic() + 30
-        while True:
-            status = await fleet.status()
-            consuming = sum(len(w.shards) for w in status.workers)
-            if consuming == stack.settings.shards and len(status.workers) == args.workers:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fleet did not come up; see logs in " + str(stack.data_dir))
-            await asyncio.sleep(0.1)
+        await stack.wait_ready(fleet, workers=args.workers)
         report["startup"] = await await_pull_requests(
             nc.jetstream(), stack.settings.subjects.cmd_stream, stack.settings.shards
         )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flotilla import Fleet
 from flotilla._up import spawn_component
 from flotilla.embedded import EmbeddedServer, start_nats, start_redis
 from flotilla.settings import Settings
@@ -44,6 +47,18 @@ class BenchStack:
             if role == "worker":
                 stack.worker_pids.append(proc.pid)
         return stack
+
+    async def wait_ready(self, fleet: Fleet, *, workers: int, timeout: float = 30.0) -> None:
+        """Until `workers` workers consume every shard."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await fleet.status()
+            consuming = sum(len(w.shards) for w in status.workers)
+            if consuming == self.settings.shards and len(status.workers) == workers:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the fleet did not come up; see logs in {self.data_dir}")
+            await asyncio.sleep(0.1)
 
     def worker_cpu_seconds(self) -> float:
         """User + system CPU time consumed so far by the worker processes."""

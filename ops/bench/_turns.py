@@ -114,15 +114,7 @@ async def run_turns_bench(args: argparse.Namespace) -> None:
     nc = await nats.connect(stack.settings.nats_url, pending_size=64 * 1024 * 1024)
     try:
         fleet = Fleet(nc, subjects=stack.settings.subjects, tenant="bench", owns_nc=False)
-        deadline = time.monotonic() + 30
-        while True:
-            status = await fleet.status()
-            consuming = sum(len(w.shards) for w in status.workers)
-            if consuming == stack.settings.shards and len(status.workers) == args.workers:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fleet did not come up; see logs in " + str(stack.data_dir))
-            await asyncio.sleep(0.1)
+        await stack.wait_ready(fleet, workers=args.workers)
         driver = Driver(nc, stack.settings.subjects)
         await driver.start()
 

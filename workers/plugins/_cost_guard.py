@@ -25,6 +25,7 @@ from workers.plugins._base import (
     PluginContext,
     PluginOptsError,
 )
+from workers.plugins._opts import known_keys
 
 _OPTS = frozenset({"max_usd", "max_cost_usd", "soft_warning_pct"})
 DEFAULT_MAX_USD = 5.0
@@ -42,9 +43,7 @@ class CostGuard(Plugin):
     soft_warning_pct: float
 
     def configure(self, opts: Mapping[str, Any]) -> None:
-        unknown = sorted(set(opts) - _OPTS)
-        if unknown:
-            raise PluginOptsError(f"cost_guard: unknown options {unknown}")
+        known_keys("cost_guard", opts, _OPTS)
         if "max_usd" in opts and "max_cost_usd" in opts:
             raise PluginOptsError("cost_guard: give max_usd or its alias max_cost_usd, not both")
         max_usd = _number(opts.get("max_usd", opts.get("max_cost_usd", DEFAULT_MAX_USD)))

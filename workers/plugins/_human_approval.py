@@ -23,6 +23,7 @@ from workers.plugins._base import (
     RequireApproval,
     command_families,
 )
+from workers.plugins._opts import known_keys
 
 Policy = Literal["allow", "ask", "deny"]
 PermissionOption = Literal["approve_once", "approve_always", "reject_once"]
@@ -50,9 +51,7 @@ class HumanApproval(Plugin):
     """The answers a human is offered (CMDC's `permission_options`)."""
 
     def configure(self, opts: Mapping[str, Any]) -> None:
-        unknown = sorted(set(opts) - _OPTS)
-        if unknown:
-            raise PluginOptsError(f"human_approval: unknown options {unknown}")
+        known_keys("human_approval", opts, _OPTS)
         tools = _strings(opts.get("tools", []), "tools")
         raw_policies = opts.get("policies", {})
         if not isinstance(raw_policies, Mapping):

@@ -39,6 +39,7 @@ from workers.plugins._base import (
     PluginOptsError,
     SwitchModel,
 )
+from workers.plugins._opts import known_keys
 
 _OPTS = frozenset({"rules", "default_model"})
 _RULE_KEYS = frozenset({"condition", "model", "provider_opts"})
@@ -77,9 +78,7 @@ class ModelRouter(Plugin):
     default_model: str | None
 
     def configure(self, opts: Mapping[str, Any]) -> None:
-        unknown = sorted(set(opts) - _OPTS)
-        if unknown:
-            raise PluginOptsError(f"model_router: unknown options {unknown}")
+        known_keys("model_router", opts, _OPTS)
         raw_rules = opts.get("rules", [])
         if not isinstance(raw_rules, list | tuple):
             raise PluginOptsError("model_router: rules must be a list")

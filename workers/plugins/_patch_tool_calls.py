@@ -21,6 +21,7 @@ from workers.plugins._base import (
     PluginIO,
     PluginOptsError,
 )
+from workers.plugins._opts import known_keys
 
 _OPTS = frozenset({"message"})
 DEFAULT_MESSAGE = "Tool call cancelled: it has no result (the conversation moved on without it)."
@@ -36,9 +37,7 @@ class PatchToolCalls(Plugin):
     message: str
 
     def configure(self, opts: Mapping[str, Any]) -> None:
-        unknown = sorted(set(opts) - _OPTS)
-        if unknown:
-            raise PluginOptsError(f"patch_tool_calls: unknown options {unknown}")
+        known_keys("patch_tool_calls", opts, _OPTS)
         message = opts.get("message", DEFAULT_MESSAGE)
         if not isinstance(message, str) or not message:
             raise PluginOptsError("patch_tool_calls: message must be a non-empty string")

@@ -29,6 +29,7 @@ from workers.plugins._base import (
     PluginIO,
     PluginOptsError,
 )
+from workers.plugins._opts import known_keys
 
 _OPTS = frozenset({"plan_first", "min_prompt_length", "max_plan_attempts"})
 _STEP = re.compile(r"^\s*(?:\d+[.)]|[-*•]|\[[ xX]?\])\s+(.+?)\s*$")
@@ -53,9 +54,7 @@ class Planning(Plugin):
     max_plan_attempts: int
 
     def configure(self, opts: Mapping[str, Any]) -> None:
-        unknown = sorted(set(opts) - _OPTS)
-        if unknown:
-            raise PluginOptsError(f"planning: unknown options {unknown}")
+        known_keys("planning", opts, _OPTS)
         plan_first = opts.get("plan_first", True)
         if not isinstance(plan_first, bool):
             raise PluginOptsError("planning: plan_first must be a boolean")

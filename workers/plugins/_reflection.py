@@ -30,6 +30,7 @@ from workers.plugins._base import (
     PluginContext,
     PluginOptsError,
 )
+from workers.plugins._opts import known_keys
 
 _OPTS = frozenset(
     {
@@ -62,9 +63,7 @@ class Reflection(Plugin):
     pass_signal: str | re.Pattern[str]
 
     def configure(self, opts: Mapping[str, Any]) -> None:
-        unknown = sorted(set(opts) - _OPTS)
-        if unknown:
-            raise PluginOptsError(f"reflection: unknown options {unknown}")
+        known_keys("reflection", opts, _OPTS)
         prompt = opts.get("reviewer_prompt", DEFAULT_REVIEWER_PROMPT)
         if not isinstance(prompt, str) or not prompt.strip():
             raise PluginOptsError("reflection: reviewer_prompt must be a non-empty string")

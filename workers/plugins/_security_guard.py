@@ -23,6 +23,7 @@ from workers.plugins._base import (
     PluginOptsError,
     shell_segments,
 )
+from workers.plugins._opts import known_keys
 
 _OPTS = frozenset({"blocked_paths", "blocked_commands", "allow_commands"})
 _FILE_TOOLS = frozenset({"read_file", "write_file", "edit_file", "list_dir", "glob", "grep"})
@@ -74,9 +75,7 @@ class SecurityGuard(Plugin):
     """A command matching one of these (re.search) skips every command rule."""
 
     def configure(self, opts: Mapping[str, Any]) -> None:
-        unknown = sorted(set(opts) - _OPTS)
-        if unknown:
-            raise PluginOptsError(f"security_guard: unknown options {unknown}")
+        known_keys("security_guard", opts, _OPTS)
         blocked_paths = _regexes(opts.get("blocked_paths", []), "blocked_paths")
         blocked_commands = _regexes(opts.get("blocked_commands", []), "blocked_commands")
         allow_commands = _regexes(opts.get("allow_commands", []), "allow_commands")

@@ -36,6 +36,7 @@ from workers.plugins._base import (
     PluginIO,
     PluginOptsError,
 )
+from workers.plugins._opts import known_keys
 
 _OPTS = frozenset({"skills", "active", "enforce_mode", "skills_dirs"})
 _MODES = ("strict", "warn")
@@ -61,9 +62,7 @@ class SkillGuard(Plugin):
     skills_dirs: tuple[str, ...]
 
     def configure(self, opts: Mapping[str, Any]) -> None:
-        unknown = sorted(set(opts) - _OPTS)
-        if unknown:
-            raise PluginOptsError(f"skill_guard: unknown options {unknown}")
+        known_keys("skill_guard", opts, _OPTS)
         raw_skills = opts.get("skills", [])
         if not isinstance(raw_skills, list | tuple):
             raise PluginOptsError("skill_guard: skills must be a list of {name, allowed_tools}")

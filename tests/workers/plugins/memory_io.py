@@ -23,6 +23,9 @@ class MemoryIO:
     messages: list[dict[str, Any]] = field(default_factory=list)
     reads: int = 0
 
+    def __post_init__(self) -> None:
+        self.files, self.messages = dict(self.files), list(self.messages)  # the caller's stay
+
     async def read_text(self, path: str) -> str | None:
         self.reads += 1
         return self.files.get(path)
@@ -71,4 +74,13 @@ class MemoryIO:
         self.request_options[key] = value
 
     def patch_history(self, results: list[dict[str, Any]]) -> None:
-        self.messages.extend(results)
+        """Each result after the assistant message that made its call (as the engine does)."""
+        for result in results:
+            at = 1 + next(
+                i
+                for i, m in enumerate(self.messages)
+                if any(c.get("call_id") == result["call_id"] for c in m.get("tool_calls") or [])
+            )
+            while at < len(self.messages) and self.messages[at].get("role") == "tool_result":
+                at += 1
+            self.messages.insert(at, dict(result))

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.workers.plugins.fake_io import FakeIO
+from tests.workers.plugins.memory_io import MemoryIO
 from workers.plugins import Hook, PatchToolCalls, PluginChain, PluginContext, PluginOptsError
 from workers.plugins._patch_tool_calls import DEFAULT_MESSAGE, dangling_calls
 
@@ -36,7 +36,7 @@ async def test_dangling_calls_are_answered_in_place(ctx: PluginContext) -> None:
         _result("a"),
         {"role": "user", "content": "never mind"},
     ]
-    io = FakeIO(messages=history)
+    io = MemoryIO(messages=history)
     outcome = await PluginChain([PatchToolCalls({})]).run(
         Hook.BEFORE_REQUEST, {"messages": list(history)}, {}, ctx, io
     )
@@ -48,7 +48,7 @@ async def test_dangling_calls_are_answered_in_place(ctx: PluginContext) -> None:
 
 async def test_a_whole_history_is_left_alone(ctx: PluginContext) -> None:
     history = [_calls("a"), _result("a")]
-    io = FakeIO(messages=history)
+    io = MemoryIO(messages=history)
     outcome = await PluginChain([PatchToolCalls({"message": "cancelled"})]).run(
         Hook.BEFORE_REQUEST, {"messages": list(history)}, {}, ctx, io
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.workers.plugins.fake_io import FakeIO
+from tests.workers.plugins.memory_io import MemoryIO
 from workers.plugins import (
     ChainOutcome,
     Emit,
@@ -25,7 +25,7 @@ LONG = "Refactor the billing module and add tests for refunds"
 
 class Planned:
     def __init__(self, ctx: PluginContext, **opts: Any) -> None:
-        self.ctx, self.io = ctx, FakeIO()
+        self.ctx, self.io = ctx, MemoryIO()
         self.chain = PluginChain([Planning(opts)])
         self.states = self.chain.initial_states()
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.workers.plugins.fake_io import FakeIO
+from tests.workers.plugins.memory_io import MemoryIO
 from workers.plugins import (
     BlockTool,
     ChainOutcome,
@@ -35,12 +35,12 @@ allowed_tools: [write_file]
 
 
 async def _tool(
-    opts: dict[str, Any], name: str, io: FakeIO | None = None
+    opts: dict[str, Any], name: str, io: MemoryIO | None = None
 ) -> tuple[ChainOutcome, dict[str, Any]]:
     ctx = PluginContext(session_id="s1", tenant="acme", turn=1, model="mock:a")
     chain = PluginChain([SkillGuard(opts)])
     states = chain.initial_states()
-    io = io or FakeIO()
+    io = io or MemoryIO()
     await chain.run(Hook.SESSION_START, {}, states, ctx, io)
     payload = {"name": name, "call_id": "c1", "args": {}}
     return await chain.run(Hook.BEFORE_TOOL, payload, states, ctx, io), states
@@ -79,7 +79,7 @@ async def test_warn_mode_reports_and_lets_the_call_run() -> None:
 
 
 async def test_skill_md_files_are_discovered_at_session_start() -> None:
-    io = FakeIO({".flotilla/skills/elixir/SKILL.md": SKILL_MD, "notes/SKILL.md": SKILL_MD})
+    io = MemoryIO({".flotilla/skills/elixir/SKILL.md": SKILL_MD, "notes/SKILL.md": SKILL_MD})
     outcome, states = await _tool({}, "write_file", io)
     assert isinstance(outcome.terminal, BlockTool)
     assert states["skill_guard"]["discovered"] == [
@@ -93,7 +93,7 @@ async def test_skill_md_files_are_discovered_at_session_start() -> None:
 
 
 async def test_given_skills_win_over_discovered_ones_of_the_same_name() -> None:
-    io = FakeIO({"skills/t/SKILL.md": SKILL_MD})
+    io = MemoryIO({"skills/t/SKILL.md": SKILL_MD})
     opts = {"skills": [{"name": "elixir-testing"}], "skills_dirs": ["skills"]}
     assert (await _tool(opts, "write_file", io))[0].terminal is None
 

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from flotilla import Settings
+from tests.loopback_http import LoopbackServer
 from workers.tools._base import ToolContext
 from workers.tools._callback import (
     CallbackError,
@@ -66,31 +65,15 @@ _REPLIES: dict[str, Any] = {
 }
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:  # the test runner owns the signals
-        yield
-
-
 @pytest.fixture
 async def callback_server() -> AsyncIterator[CallbackServer]:
     endpoint = CallbackServer()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    endpoint.port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        endpoint.app, log_config=None, access_log=False, lifespan="off", ws="none"
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        assert not task.done(), "the callback server did not start"
-        await asyncio.sleep(0.005)
+    http = LoopbackServer(endpoint.app)
+    await http.start()
+    endpoint.port = http.port
     yield endpoint
     endpoint.release.set()
-    server.should_exit = True
-    await task
-    sock.close()
+    await http.stop()
 
 
 def context(settings: Settings = SETTINGS, tenant: str = "acme") -> ToolContext:
