@@ -29,7 +29,7 @@ TOOLS_TTL_S = 30.0
 def stream_configs(settings: Settings) -> list[StreamConfig]:
     """The desired configuration of every stream of the fleet (PROTOCOL §2)."""
     subjects = settings.subjects
-    return [
+    configs = [
         StreamConfig(
             name=subjects.cmd_stream,
             subjects=[subjects.cmd_wildcard],
@@ -57,6 +57,17 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             max_age=DLQ_MAX_AGE_S,
         ),
     ]
+    if settings.audit_enabled and settings.audit_max_age_s > 0:
+        configs.append(
+            StreamConfig(
+                name=subjects.audit_stream,
+                subjects=[subjects.audit_all],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                max_age=settings.audit_max_age_s,
+            )
+        )
+    return configs
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:

@@ -48,6 +48,8 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     audit_enabled: bool = True
     """Publish audit records on <prefix>.audit.<tenant>.<action> (flotilla/audit.py)."""
+    audit_max_age_s: float = 90 * 24 * 3600.0
+    """How long the <PREFIX>_AUDIT stream keeps audit records; 0: no stream (live only)."""
     # tools
     shell_enabled: bool = False
     tool_timeout_s: float = 60.0

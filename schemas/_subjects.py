@@ -146,6 +146,10 @@ class Subjects:
     def audit(self, tenant: str, action: str) -> str:
         return f"{self.prefix}.audit.{tenant}.{action.replace('.', '_')}"
 
+    @property
+    def audit_all(self) -> str:
+        return f"{self.prefix}.audit.>"
+
     # -- external tools ----------------------------------------------------------------------
     def tool(self, tenant: str, name: str) -> str:
         """Where a worker sends a request to an external tool (request/reply, queue group)."""

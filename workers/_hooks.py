@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from workers import _audit, _metrics
-from workers._llm import LLMRequest, LLMResponse
+from workers._llm import LLMError, LLMRequest, LLMResponse, add_usage
 from workers.plugins import ChainOutcome, Hook, LargeResultOffload, PluginChain, PluginContext
 from workers.tools import WorkspaceError
 
@@ -82,17 +82,35 @@ class SessionIO:
         timeout_s: float = 10.0,
     ) -> str:
         actor = self._actor
+        state = actor.state
+        assert state is not None
         request = LLMRequest(
             model=model,
             messages=messages,
             system_prompt="",
             provider_opts=dict(provider_opts or {}),
             max_tokens=None,
+            tenant=state.tenant,
         )
         response = LLMResponse()
-        async with asyncio.timeout(timeout_s):
-            async for _ in actor.ctx.llm_for(model).stream(request, response):
-                pass
+        started = time.perf_counter()
+        provider = _metrics.provider_label(model)
+        _metrics.LLM_STARTED.labels(provider).inc()
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for _ in actor.ctx.llm_for(model).stream(request, response):
+                    pass
+        except Exception as exc:
+            code = exc.code if isinstance(exc, LLMError) else type(exc).__name__
+            _metrics.llm_request_ended(provider, started, error=code)
+            raise
+        _metrics.llm_request_ended(provider, started, error=None)
+        # A judge's tokens are the session's spend: counted like its own calls (cost_guard,
+        # budgets, agent_end), without an llm_call event of the session's model.
+        _metrics.llm_responded(model, response)
+        state.usage = add_usage(state.usage, response)
+        if state.current is not None:
+            state.current.usage = add_usage(state.current.usage, response)
         return response.text
 
     def set_system_context(self, key: str, text: str | None) -> None:

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from schemas import Usage
+
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
@@ -23,6 +25,9 @@ class LLMResponse:
     completion_tokens: int = 0
     cached_tokens: int = 0
     cost_usd: float = 0.0
+    script_step: bool = False
+    """The call consumed a step of a `mock:script` (also through a registry profile): the
+    session's script cursor advances, whether the call then succeeded or not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +74,16 @@ class LLM(Protocol):
     def stream(self, request: LLMRequest, response: LLMResponse) -> AsyncIterator[Chunk]:
         """Yield deltas while filling `response`; raise LLMError on failure."""
         ...
+
+
+def add_usage(usage: Usage, response: LLMResponse) -> Usage:
+    """`usage` plus one LLM answer's."""
+    prompt = usage.prompt_tokens + response.prompt_tokens
+    completion = usage.completion_tokens + response.completion_tokens
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        cached_tokens=usage.cached_tokens + response.cached_tokens,
+        cost_usd=usage.cost_usd + response.cost_usd,
+    )

@@ -41,6 +41,7 @@ import time
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from workers._llm import LLMResponse
 from workers.tools._catalog import BUILTIN_TOOL_NAMES
 
 COMMANDS = Counter(
@@ -232,6 +233,16 @@ def provider_label(model: str) -> str:
 def llm_error_label(code: str) -> str:
     """A bounded label value for an LLM error code (adapters' codes; others grouped)."""
     return code if code in _LLM_ERRORS else "other"
+
+
+def llm_responded(model: str, response: LLMResponse) -> None:
+    """An LLM answer's calls, tokens and cost (the session's or a plugin's call)."""
+    provider = provider_label(model)
+    LLM_CALLS.labels(provider).inc()
+    LLM_TOKENS.labels(provider, "prompt").inc(response.prompt_tokens)
+    LLM_TOKENS.labels(provider, "completion").inc(response.completion_tokens)
+    LLM_TOKENS.labels(provider, "cached").inc(response.cached_tokens)
+    LLM_COST.labels(provider).inc(response.cost_usd)
 
 
 def llm_request_ended(provider: str, started: float, *, error: str | None) -> None:

@@ -40,6 +40,7 @@ class MockLLM:
         name = request.model.partition(":")[2]
         script = request.provider_opts.get("script") or []
         step: dict[str, Any] = {}
+        response.script_step = name == "script"
         if name == "script" and request.script_cursor < len(script):
             step = dict(script[request.script_cursor])
         elif name not in ("echo", "script"):

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from schemas import PendingEvent, QueuedPrompt, ToolCallRecord, TurnProgress, Usage
+from schemas import PendingEvent, QueuedPrompt, ToolCallRecord, TurnProgress
 from workers import _audit, _metrics, _subagents, _turn_end
 from workers._batch import AbortTurn, ToolBatch
 from workers._compaction import compact
 from workers._events import now_ms
-from workers._llm import LLMError, LLMRequest, LLMResponse
+from workers._llm import LLMError, LLMRequest, LLMResponse, add_usage
 from workers.plugins import Abort, Hook, Intervene, Skip
 
 if TYPE_CHECKING:
@@ -415,8 +415,6 @@ class TurnRunner:
                 tenant=state.tenant,
                 options=dict(actor.hooks.io.request_options),
             )
-            if state.model == "mock:script":
-                state.script_cursor += 1  # every call consumes one step, retries included
             response = LLMResponse()
             text_started = thinking_started = False
             call_started = time.perf_counter()
@@ -453,6 +451,9 @@ class TurnRunner:
                 )
                 await asyncio.sleep(delay)
                 continue
+            finally:  # a script step is used up by any end: answer, error, retry or abort
+                if response.script_step:
+                    state.script_cursor += 1
             state.status = "running"
             duration_ms = (time.perf_counter() - call_started) * 1000
             _metrics.llm_request_ended(provider, call_started, error=None)
@@ -474,14 +475,9 @@ class TurnRunner:
     def _account(self, response: LLMResponse) -> None:
         state = self._actor.state
         assert state is not None and state.current is not None
-        provider = _metrics.provider_label(state.model)
-        _metrics.LLM_CALLS.labels(provider).inc()
-        _metrics.LLM_TOKENS.labels(provider, "prompt").inc(response.prompt_tokens)
-        _metrics.LLM_TOKENS.labels(provider, "completion").inc(response.completion_tokens)
-        _metrics.LLM_TOKENS.labels(provider, "cached").inc(response.cached_tokens)
-        _metrics.LLM_COST.labels(provider).inc(response.cost_usd)
-        state.usage = _add(state.usage, response)
-        state.current.usage = _add(state.current.usage, response)
+        _metrics.llm_responded(state.model, response)
+        state.usage = add_usage(state.usage, response)
+        state.current.usage = add_usage(state.current.usage, response)
 
     # -- the end of a turn -------------------------------------------------------------------
     async def _end_aborted(self, reason: str) -> None:
@@ -569,15 +565,3 @@ def _arguments(value: object) -> dict[str, Any]:
             return {"_raw": value}
         return decoded if isinstance(decoded, dict) else {"_value": decoded}
     return {}
-
-
-def _add(usage: Usage, response: LLMResponse) -> Usage:
-    prompt = usage.prompt_tokens + response.prompt_tokens
-    completion = usage.completion_tokens + response.completion_tokens
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        cached_tokens=usage.cached_tokens + response.cached_tokens,
-        cost_usd=usage.cost_usd + response.cost_usd,
-    )

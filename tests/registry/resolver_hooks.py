@@ -12,11 +12,11 @@ CALLS: list[str] = []
 
 
 def from_vault(profile: ProviderProfile) -> Mapping[str, Any]:
-    """Replaces `vault_ref` by what the vault holds (here: a mock script step)."""
+    """Replaces `vault_ref` by what the vault holds (here: mock script steps)."""
     opts = dict(profile.opts)
     ref = str(opts.pop("vault_ref"))
     CALLS.append(ref)
-    return {**opts, "script": [{"text": VAULT[ref]}]}
+    return {**opts, "script": [{"text": VAULT[ref]}] * 2}
 
 
 async def unreachable(profile: ProviderProfile) -> Mapping[str, Any]:

@@ -38,7 +38,8 @@ async def _turn(session: Session, text: str) -> tuple[list[dict[str, Any]], dict
 
 
 def _script(text: str, **usage: int) -> dict[str, Any]:
-    return {"script": [{"text": text, "usage": usage}]}
+    """A script that answers `text` with `usage` at every step of a test."""
+    return {"script": [{"text": text, "usage": usage}] * 3}
 
 
 async def test_a_registry_model_runs_on_the_profiles_provider_and_opts(fleet: Harness) -> None:
@@ -50,6 +51,18 @@ async def test_a_registry_model_runs_on_the_profiles_provider_and_opts(fleet: Ha
     scripted = await fleet.fleet.create_agent(model="registry:p1:script")
     await scripted.prompt("go")
     assert await scripted.collect_reply() == "scripted"
+
+
+async def test_a_registry_script_moves_on_step_by_step(fleet: Harness) -> None:
+    assert fleet.fleet is not None
+    steps = [{"text": "first"}, {"error": "rate_limit"}, {"text": "third"}]
+    await _register(fleet, ProviderProfile(name="p3", provider="mock", opts={"script": steps}))
+    session = await fleet.fleet.create_agent(model="registry:p3:script")
+    await session.prompt("one")
+    assert await session.collect_reply() == "first"
+    await session.prompt("two")  # the scripted error is retried with the next step
+    assert await session.collect_reply() == "third"
+    assert (await fleet.state(session.sid))["script_cursor"] == 3
 
 
 def _lookups(outcome: str) -> float:

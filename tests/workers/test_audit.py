@@ -79,6 +79,20 @@ async def test_a_turn_is_recorded_when_it_starts_and_when_it_stops(
     assert stop.metadata["usage"]["completion_tokens"] > 0 and stop.metadata["turn"] == 1
 
 
+async def test_the_audit_stream_keeps_the_records_for_later_readers(
+    fleet: Harness, audit: AuditLog
+) -> None:
+    session = await _session(fleet, {"text": "kept"})
+    await session.prompt("go")
+    await until_end(session)
+    (live,) = await audit.wait("agent.turn.stop")
+    assert fleet.nc is not None
+    subject = fleet.settings.subjects.audit("acme", "agent.turn.stop")
+    js = fleet.nc.jetstream()
+    stored = await js.get_last_msg(fleet.settings.subjects.audit_stream, subject)
+    assert AuditEvent.model_validate_json(stored.data) == live
+
+
 async def test_an_aborted_turn_is_recorded_with_the_reason(fleet: Harness, audit: AuditLog) -> None:
     session = await _session(fleet, {"text": "a long answer in many pieces", "chunk_delay_ms": 50})
     await session.prompt("go")

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from flotilla import Session
 from flotilla.keys import RedisKeys
@@ -140,6 +141,23 @@ async def test_a_failing_judge_fails_open(fleet: Harness) -> None:
     errors = _plugin_events(events, "content_policy_error")
     assert [e["hook"] for e in errors] == ["before_prompt", "after_response"]
     assert "server" in errors[0]["error"]
+
+
+async def test_the_judges_calls_are_the_sessions_spend(fleet: Harness) -> None:
+    verdict = {"text": "ALLOW", "usage": {"prompt_tokens": 1_000_000, "completion_tokens": 0}}
+    judge = {
+        "judge_model": "mock:script",
+        "judge_provider_opts": script(verdict, price={"input_per_mtok": 1.0}),
+    }
+    cost = REGISTRY.get_sample_value("flotilla_worker_llm_cost_usd_total", {"provider": "mock"})
+    plugins = [{"name": "content_policy", "opts": judge}]
+    session = await _session(fleet, {"text": "fine"}, plugins=plugins)
+    await session.prompt("hello")
+    events = await until_end(session)
+    assert events[-1].data["usage"]["cost_usd"] == pytest.approx(1.0)  # the answer's check
+    assert (await fleet.state(session.sid))["usage"]["cost_usd"] == pytest.approx(2.0)
+    after = REGISTRY.get_sample_value("flotilla_worker_llm_cost_usd_total", {"provider": "mock"})
+    assert after - (cost or 0.0) == pytest.approx(2.0)
 
 
 # -- large_result_offload ----------------------------------------------------------------------
