@@ -19,6 +19,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, NotFoundError
 
 from flotilla._connect import connect_nats
+from flotilla._registry_client import RegistryClient
 from flotilla.errors import CommandError, ReplyTimeout, UnavailableError
 from flotilla.placement import Assignment, Heartbeat, parse_key
 from flotilla.settings import Settings
@@ -54,6 +55,15 @@ class Fleet:
         self.subjects = subjects
         self.tenant = tenant
         self._owns_nc = owns_nc
+
+    @property
+    def nc(self) -> NATS:
+        """The NATS connection, for subjects the SDK does not wrap (audit records...)."""
+        return self._nc
+
+    def registry(self) -> RegistryClient:
+        """A provider registry client (PROTOCOL §7) on this connection."""
+        return RegistryClient(self._nc, subjects=self.subjects)
 
     @classmethod
     async def connect(

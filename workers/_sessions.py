@@ -125,9 +125,8 @@ async def create_session(
             "applied_seq": delivery.seq,
         }
     )
-    state.tools = (
-        list(state.options.tools) if not base else state.tools or list(state.options.tools)
-    )
+    if not base or "tools" in command.model_fields_set or not state.tools:
+        state.tools = list(state.options.tools)  # a resumed session keeps its tools unless told
     if not base or "provider_opts" in command.model_fields_set:
         state.provider_opts = dict(state.options.provider_opts)
         state.script_cursor = 0  # new provider options: a mock script starts from its top

@@ -118,6 +118,19 @@ async def test_a_checkpoint_restores_history_and_workspace_without_secrets(
     assert history[0]["content"] == "remember"
 
 
+async def test_a_resumed_session_takes_the_tools_its_create_names(fleet: Harness) -> None:
+    assert fleet.fleet is not None
+    session = await _session(fleet, {"text": "x"}, tools=["write_file"])
+    checkpoint_id = await session.checkpoint()
+    ref = {"session_id": session.sid, "checkpoint_id": checkpoint_id}
+    kept = await fleet.fleet.create_agent(model="mock:echo", from_checkpoint=ref)
+    named = await fleet.fleet.create_agent(
+        model="mock:echo", from_checkpoint=ref, tools=["read_file", "write_file"]
+    )
+    assert (await fleet.state(kept.sid))["tools"] == ["write_file"]
+    assert (await fleet.state(named.sid))["tools"] == ["read_file", "write_file"]
+
+
 async def test_checkpoints_redact_provider_keys(fleet: Harness) -> None:
     session = await _session(fleet, {"text": "x"}, tools=[])
     await session.switch_model("mock:echo", provider_opts={"api_key": "sk-SECRET-123"})
