@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from flotilla import Fleet, Session, Settings
 from schemas import Event
 
-__all__ = ["TURN_END", "read_until", "run_example", "turn_events"]
+__all__ = ["TURN_END", "ask", "read_until", "run_example", "turn_events"]
 
 TURN_END = frozenset({"agent_end", "agent_abort"})
 
@@ -31,6 +31,18 @@ async def turn_events(
             await on_event(event)
         if event.type in TURN_END:
             return events
+
+
+async def ask(session: Session, text: str) -> list[Event]:
+    """Prompt `text` and return the turn's events, printing its answer or its first error."""
+    await session.prompt(text)
+    events = await turn_events(session)
+    errors = [e.data for e in events if e.type == "error"]
+    if errors:
+        print(f"  {session.sid}: {errors[0]['code']} {errors[0].get('profile', '')}")
+    else:
+        print(f"  {session.sid}: {events[-1].data['last_message']['content']}")
+    return events
 
 
 async def read_until(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 
-from examples._run import run_example, turn_events
+from examples._run import ask, run_example
 from flotilla import Fleet, FlotillaError, Session
 from flotilla.registry import RegistryClient
 from schemas import Event, ProviderProfile
@@ -51,18 +51,6 @@ LOADED_AT_START = ("acme-mock", "globex-mock")
 """Initech's profile is left out: its first prompt finds it missing."""
 
 
-async def _ask(session: Session, text: str) -> list[Event]:
-    await session.prompt(text)
-    events = await turn_events(session)
-    errors = [e.data for e in events if e.type == "error"]
-    end = events[-1].data
-    if errors:
-        print(f"  {session.sid}: {errors[0]['code']} {errors[0].get('profile')}")
-    else:
-        print(f"  {session.sid}: {end['last_message']['content']}")
-    return events
-
-
 async def main(fleet: Fleet, *, registry: RegistryClient | None = None) -> list[Event]:
     """Profiles loaded for two tenants, a turn each, then a third tenant's missing profile.
 
@@ -85,11 +73,11 @@ async def main(fleet: Fleet, *, registry: RegistryClient | None = None) -> list[
                 model=f"registry:{name}:script",
                 user_data={"tenant_id": tenant},
             )
-            events += await _ask(sessions[name], "What's new?")
+            events += await ask(sessions[name], "What's new?")
         missing = [str(e.data["profile"]) for e in events if _is_missing(e)]
         for name in missing:  # reload_profile_from_db, then retry
             await client.register(PROFILE_DB[name])
-            events += await _ask(sessions[name], "What's new, now?")
+            events += await ask(sessions[name], "What's new, now?")
         return events
     finally:
         for session in sessions.values():

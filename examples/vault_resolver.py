@@ -29,7 +29,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from examples._run import run_example, turn_events
+from examples._run import ask, run_example
 from flotilla import Fleet, FlotillaError, Session
 from flotilla.registry import RegistryClient
 from schemas import Event, ProviderProfile
@@ -100,17 +100,6 @@ REPAIRED = _profile(
 )
 
 
-async def _ask(session: Session, text: str) -> list[Event]:
-    await session.prompt(text)
-    events = await turn_events(session)
-    errors = [e.data for e in events if e.type == "error"]
-    if errors:
-        print(f"  {session.sid}: {errors[0]['code']} {errors[0].get('profile')}")
-    else:
-        print(f"  {session.sid}: {events[-1].data['last_message']['content']}")
-    return events
-
-
 async def main(fleet: Fleet, *, registry: RegistryClient | None = None) -> list[Event]:
     """Two turns on a profile whose key the hook decrypts, then one whose key it cannot.
 
@@ -129,15 +118,15 @@ async def main(fleet: Fleet, *, registry: RegistryClient | None = None) -> list[
         )
         sessions.append(good)
         for text in ("Is my key safe?", "And now?"):
-            events += await _ask(good, text)
+            events += await ask(good, text)
         await client.register(BROKEN)
         down = await fleet.create_agent(
             session_id=f"s-{secrets.token_hex(4)}", model=f"registry:{BROKEN.name}:script"
         )
         sessions.append(down)
-        events += await _ask(down, "Hello?")
+        events += await ask(down, "Hello?")
         await client.register(REPAIRED)  # re-encrypted with the vault's current key
-        events += await _ask(down, "Hello again?")
+        events += await ask(down, "Hello again?")
         return events
     finally:
         for session in sessions:

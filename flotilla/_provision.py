@@ -42,32 +42,25 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             discard=DiscardPolicy.NEW,
             duplicate_window=settings.duplicate_window_s,
         ),
-        StreamConfig(
-            name=subjects.evt_stream,
-            subjects=[subjects.evt_all],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=settings.event_max_age_s,
-        ),
-        StreamConfig(
-            name=subjects.dlq_stream,
-            subjects=[subjects.dlq_all],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=DLQ_MAX_AGE_S,
-        ),
+        _kept(subjects.evt_stream, subjects.evt_all, max_age=settings.event_max_age_s),
+        _kept(subjects.dlq_stream, subjects.dlq_all, max_age=DLQ_MAX_AGE_S),
     ]
     if settings.audit_enabled and settings.audit_max_age_s > 0:
         configs.append(
-            StreamConfig(
-                name=subjects.audit_stream,
-                subjects=[subjects.audit_all],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                max_age=settings.audit_max_age_s,
-            )
+            _kept(subjects.audit_stream, subjects.audit_all, max_age=settings.audit_max_age_s)
         )
     return configs
+
+
+def _kept(name: str, subject: str, *, max_age: float) -> StreamConfig:
+    """A stream that keeps what is published on `subject` for `max_age` seconds."""
+    return StreamConfig(
+        name=name,
+        subjects=[subject],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=max_age,
+    )
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
