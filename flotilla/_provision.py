@@ -17,6 +17,7 @@ from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
 from flotilla.settings import Settings
+from schemas import Subjects
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,10 @@ _STREAM_NAME_IN_USE = 10058
 DLQ_MAX_AGE_S = 7 * 24 * 3600.0
 TOOLS_TTL_S = 30.0
 """External tool announcements expire unless their server refreshes them (at a third of this)."""
+HOOK_MAX_AGE_S = 7 * 24 * 3600.0
+"""Webhook jobs no gateway took within this are dropped (deliveries end in minutes)."""
+HOOK_DUPLICATE_WINDOW_S = 120.0
+"""A job re-published for the same event (after a worker crash) within this is stored once."""
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
@@ -44,12 +49,26 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
         ),
         _kept(subjects.evt_stream, subjects.evt_all, max_age=settings.event_max_age_s),
         _kept(subjects.dlq_stream, subjects.dlq_all, max_age=DLQ_MAX_AGE_S),
+        hook_stream_config(subjects),
     ]
     if settings.audit_enabled and settings.audit_max_age_s > 0:
         configs.append(
             _kept(subjects.audit_stream, subjects.audit_all, max_age=settings.audit_max_age_s)
         )
     return configs
+
+
+def hook_stream_config(subjects: Subjects) -> StreamConfig:
+    """<PREFIX>_HOOK: the work queue of webhook jobs (workers and gateways both ensure it)."""
+    return StreamConfig(
+        name=subjects.hook_stream,
+        subjects=[subjects.hook_all],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_age=HOOK_MAX_AGE_S,
+        duplicate_window=HOOK_DUPLICATE_WINDOW_S,
+    )
 
 
 def _kept(name: str, subject: str, *, max_age: float) -> StreamConfig:

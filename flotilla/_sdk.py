@@ -154,8 +154,8 @@ class Fleet:
         """
         if sid:
             subject = self.subjects.evt_session(sid, channel)
-        elif group:
-            subject = self.subjects.evt_group(group, channel)
+        elif group:  # of one tenant when `tenant` is given too
+            subject = self.subjects.evt_group(group, channel, tenant=tenant or "*")
         elif tenant:
             subject = self.subjects.evt_tenant(tenant, channel)
         else:

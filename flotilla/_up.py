@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from flotilla.embedded import EmbeddedServer, start_nats, start_redis
-from flotilla.settings import Settings
+from flotilla.settings import GatewaySettings, Settings
 
 EXAMPLE = """\
 Try it (mock:echo needs no API key):
@@ -24,18 +24,21 @@ or from Python with plain nats-py (see README "Publish a command with plain nats
 """
 
 
-def spawn_component(role: str, settings: Settings, *, log: Path) -> subprocess.Popen[bytes]:
+def spawn_component(
+    role: str, settings: Settings, *, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Run `flotilla <role>` as a child process configured by `settings`, output to `log`.
 
     The child gets its own session: a terminal's Ctrl-C reaches only the parent, which stops
     each child with one SIGTERM (a second signal would make it exit without draining).
     """
-    env = dict(os.environ)
-    env.update(settings.to_env())
+    child_env = dict(os.environ)
+    child_env.update(settings.to_env())
+    child_env.update(env or {})
     with log.open("ab") as out:  # the child keeps its own descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "flotilla", role],
-            env=env,
+            env=child_env,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -52,8 +55,16 @@ def _done(started: float, detail: str = "") -> None:
     print(f" ok ({(time.monotonic() - started) * 1000:.0f} ms){' ' + detail if detail else ''}")
 
 
-def run_up(settings: Settings, *, workers: int, embedded_nats: bool, embedded_redis: bool) -> int:
-    """Start servers (when embedded), a router and `workers` workers; stop all on Ctrl-C."""
+def run_up(
+    settings: Settings,
+    *,
+    workers: int,
+    embedded_nats: bool,
+    embedded_redis: bool,
+    gateway: GatewaySettings | None = None,
+) -> int:
+    """Start servers (when embedded), a router, `workers` workers and the gateway (unless
+    None); stop all on Ctrl-C."""
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     servers: list[EmbeddedServer] = []
@@ -80,15 +91,20 @@ def run_up(settings: Settings, *, workers: int, embedded_nats: bool, embedded_re
         logs = data_dir / "logs"
         logs.mkdir(exist_ok=True)
         roles = [("router", "router")] + [("worker", f"worker-{i + 1}") for i in range(workers)]
+        if gateway is not None:
+            roles.append(("gateway", "gateway"))
         for role, name in roles:
             t = _step(f"starting {name}")
             node = f"{os.uname().nodename}-{name}"
             child = settings.with_overrides(worker_id=node, router_id=node)
-            children.append(spawn_component(role, child, log=logs / f"{name}.log"))
+            extra = gateway.to_env() if role == "gateway" and gateway is not None else {}
+            children.append(spawn_component(role, child, log=logs / f"{name}.log", env=extra))
             _done(t, f"logs: {logs / (name + '.log')}")
         print()
         print(f"NATS:  {settings.nats_url}")
         print(f"Redis: {settings.redis_url}")
+        if gateway is not None:
+            print(f"Gateway: http://{gateway.host}:{gateway.port} (API docs at /docs)")
         print()
         print(EXAMPLE.format(nats=settings.nats_url))
         print("Ctrl-C stops everything.")

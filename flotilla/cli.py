@@ -14,7 +14,7 @@ import orjson
 
 from flotilla._service import configure_logging, run_async, run_service
 from flotilla.errors import FlotillaError
-from flotilla.settings import Settings
+from flotilla.settings import GatewaySettings, Settings
 
 if TYPE_CHECKING:
     from schemas import ProviderProfile
@@ -70,6 +70,9 @@ def _registry_parser(sub: Any) -> None:
     ls.add_argument("--tenant")
 
 
+DEMO_KEY = "demo-key"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flotilla", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start NATS, Redis, a router and workers locally")
     _common(up)
     up.add_argument("--workers", type=int, default=2, help="number of workers (default 2)")
+    up.add_argument("--gateway-port", type=int, help="gateway port (default 4000)")
+    up.add_argument("--no-gateway", action="store_true", help="do not start the gateway")
 
     worker = sub.add_parser("worker", help="run one worker in the foreground")
     _common(worker)
@@ -86,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     router = sub.add_parser("router", help="run one router replica in the foreground")
     _common(router)
     router.add_argument("--metrics-port", type=int, help="Prometheus port (0: any free port)")
+
+    gateway = sub.add_parser("gateway", help="run the HTTP/SSE/WebSocket gateway (uvicorn)")
+    _common(gateway)
+    gateway.add_argument("--port", type=int, help="port (GATEWAY_PORT, default 4000)")
+    gateway.add_argument("--host", help="address to bind (GATEWAY_HOST, default 127.0.0.1)")
 
     send = sub.add_parser("send", help="publish one command")
     _common(send)
@@ -145,6 +155,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
             workers=args.workers,
             embedded_nats=args.nats_url is None and "FLOTILLA_NATS_URL" not in _env(),
             embedded_redis=args.redis_url is None and "FLOTILLA_REDIS_URL" not in _env(),
+            gateway=None if args.no_gateway else _up_gateway(args.gateway_port),
         )
     if command == "worker":
         configure_logging()
@@ -159,6 +170,12 @@ def _dispatch(args: argparse.Namespace) -> int | None:
 
         settings = _settings(args, metrics_port=args.metrics_port)
         run_service(lambda: Router(settings=settings))
+        return 0
+    if command == "gateway":
+        configure_logging()
+        from gateway._serve import serve
+
+        serve(_settings(args), GatewaySettings.from_env(port=args.port, host=args.host))
         return 0
     if command == "send":
         run_async(_send(_settings(args), args.tenant, args.sid, args.op, args.json))
@@ -193,6 +210,15 @@ def _dispatch(args: argparse.Namespace) -> int | None:
             print(path)
         return 0
     raise AssertionError(command)
+
+
+def _up_gateway(port: int | None) -> GatewaySettings:
+    """The gateway of `flotilla up`: a local demo key when none is configured."""
+    config = GatewaySettings.from_env(port=port)
+    if not config.api_keys and not config.keys_file:
+        config = GatewaySettings.from_env(port=port, api_keys=f"{DEMO_KEY}:demo")
+        print(f"gateway: no GATEWAY_API_KEYS; demo key {DEMO_KEY!r} (tenant demo)")
+    return config
 
 
 def _env() -> dict[str, str]:

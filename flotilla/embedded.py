@@ -112,6 +112,7 @@ def start_nats(data_dir: Path, *, port: int | None = None) -> EmbeddedServer:
 def start_redis(data_dir: Path, *, port: int | None = None, persist: bool = True) -> EmbeddedServer:
     """Start a Redis-compatible server in `data_dir/redis` (AOF everysec when `persist`)."""
     port = free_port(port or 0)
+    data_dir = data_dir.resolve()  # redis-server changes into --dir before it opens --logfile
     store = data_dir / "redis"
     store.mkdir(parents=True, exist_ok=True)
     log = data_dir / "redis-server.log"

@@ -117,6 +117,8 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f"FLOTILLA_{f.name.upper()}")
+            if raw is None and f.name in _GATEWAY_ALIASES:  # one setting for gateway and workers
+                raw = env.get(_GATEWAY_ALIASES[f.name])
             if raw is None:
                 continue
             values[f.name] = _coerce(f.type, raw, f.name)
@@ -124,7 +126,53 @@ class Settings:
         return settings.with_overrides(**overrides)
 
 
-def _coerce(type_name: object, raw: str, name: str) -> Any:
+_GATEWAY_ALIASES = {
+    "tenant_secrets": "GATEWAY_TENANT_SECRETS",
+    "callback_allow": "GATEWAY_CALLBACK_ALLOW",
+}
+"""Settings the workers share with the gateway, readable under the gateway's names (§8)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewaySettings:
+    """The gateway's own settings (PROTOCOL §8), from GATEWAY_* variables; the fleet's
+    connection settings come from `Settings`."""
+
+    host: str = "127.0.0.1"
+    port: int = 4000
+    api_keys: str = field(default="", repr=False)
+    """`key` or `key:tenant`, comma separated; a key may be given as `sha256:<hex>`."""
+    keys_file: str = ""
+    """A file of more keys, one `key[:tenant]` per line (`#` comments)."""
+    admin_keys: str = field(default="", repr=False)
+    """Keys allowed on /v1/providers and the fleet views (same forms as `api_keys`)."""
+    rate_limit_rpm: int = 60
+    rate_limit_burst: int = 0
+    """Bucket size; 0: equal to `rate_limit_rpm`."""
+    max_body_bytes: int = 524_288
+    sse_ping_s: float = 15.0
+    create_timeout_s: float = 10.0
+    """How long `POST /v1/sessions` waits for the fleet to confirm the session."""
+    webhook_backoff_base_s: float = 1.0
+    webhook_max_attempts: int = 8
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> GatewaySettings:
+        """Settings from GATEWAY_* variables, then explicit overrides (flags) on top."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"GATEWAY_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _coerce(f.type, raw, f.name, prefix="GATEWAY_")
+        return replace(cls(**values), **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_env(self) -> dict[str, str]:
+        """The GATEWAY_* variables that rebuild these settings in a child process."""
+        return {f"GATEWAY_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
+
+
+def _coerce(type_name: object, raw: str, name: str, *, prefix: str = "FLOTILLA_") -> Any:
     text = str(type_name)
     try:
         if text.startswith("int"):
@@ -138,7 +186,7 @@ def _coerce(type_name: object, raw: str, name: str) -> Any:
         if text.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError as exc:
-        raise ValueError(f"FLOTILLA_{name.upper()}={raw!r} is not a valid {text}") from exc
+        raise ValueError(f"{prefix}{name.upper()}={raw!r} is not a valid {text}") from exc
     return raw
 
 

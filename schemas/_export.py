@@ -1,4 +1,4 @@
-"""JSON Schema export of every command, event and session body, for clients in any language."""
+"""JSON Schema export of every command, event and HTTP body, for clients in any language."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ from pathlib import Path
 
 import orjson
 from pydantic import BaseModel
+from pydantic.alias_generators import to_snake
 
 from schemas._audit import AuditEvent
 from schemas._commands import COMMAND_ADAPTER
 from schemas._events import EVENT_ADAPTER, TYPED_EVENTS
+from schemas._gateway import GATEWAY_MODELS
 from schemas._options import SessionOptions
 from schemas._registry import ProviderProfile
 from schemas._state import SessionState
@@ -29,6 +31,8 @@ def export_json_schemas(directory: Path) -> list[Path]:
     for type_, model in TYPED_EVENTS.items():
         assert issubclass(model, BaseModel)
         documents[f"event.{type_}"] = model.model_json_schema()
+    for body in GATEWAY_MODELS:
+        documents[f"gateway.{to_snake(body.__name__)}"] = body.model_json_schema(by_alias=True)
     written = []
     for name, schema in sorted(documents.items()):
         path = directory / f"{name}.schema.json"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
 from schemas._base import WireModel
+from schemas._events import EVENT_CATALOG
 from schemas._ids import Token, is_token
 
 PromptMode = Literal["full", "task", "minimal", "none"]
@@ -64,6 +66,44 @@ class Compactor(WireModel):
     keep_messages: int = Field(ge=0)
 
 
+DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = ("agent_end", "error", "approval_required")
+MAX_WEBHOOK_URL_CHARS = 2048
+
+
+class Webhook(WireModel):
+    """Where the gateway POSTs the session's events of the listed types (PROTOCOL §8).
+
+    The URL is checked further (allowlist, address ranges) at `create` and at each delivery.
+    """
+
+    url: str = Field(min_length=1, max_length=MAX_WEBHOOK_URL_CHARS)
+    events: list[str] = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS), min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError("webhook url must not contain whitespace or control characters")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on an invalid port
+        except ValueError as exc:
+            raise ValueError(f"webhook url is not a valid URL: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("webhook url must be an http:// or https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("webhook url must not carry credentials (deliveries are signed)")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: list[str]) -> list[str]:
+        unknown = [type_ for type_ in value if type_ not in EVENT_CATALOG]
+        if unknown:
+            raise ValueError(f"unknown event types: {', '.join(map(repr, unknown))}")
+        return list(dict.fromkeys(value))
+
+
 class CheckpointRef(WireModel):
     session_id: Token
     checkpoint_id: Token
@@ -107,7 +147,7 @@ class SessionOptions(WireModel):
     blueprint: str | None = None
     working_dir: str | None = None
     skills_dirs: list[str] = Field(default_factory=list)
-    webhook: dict[str, Any] | None = None
+    webhook: Webhook | None = None
 
     @field_validator("model")
     @classmethod

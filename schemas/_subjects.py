@@ -48,6 +48,16 @@ class Subjects:
         return f"{self._upper}_DLQ"
 
     @property
+    def hook_stream(self) -> str:
+        """Work queue of webhook jobs: workers publish, gateway replicas deliver."""
+        return f"{self._upper}_HOOK"
+
+    @property
+    def hook_consumer(self) -> str:
+        """The one durable consumer of the hook stream, shared by every gateway replica."""
+        return f"{self.prefix}-webhooks"
+
+    @property
     def audit_stream(self) -> str:
         return f"{self._upper}_AUDIT"
 
@@ -120,9 +130,10 @@ class Subjects:
         tail = f"{channel}.>" if channel else ">"
         return f"{self.prefix}.evt.*.*.{sid}.{tail}"
 
-    def evt_group(self, group: str, channel: str | None = None) -> str:
+    def evt_group(self, group: str, channel: str | None = None, *, tenant: str = "*") -> str:
+        """Every event of one group (of one tenant, when given), optionally of one channel."""
         tail = f"*.{channel}.>" if channel else ">"
-        return f"{self.prefix}.evt.*.{group}.{tail}"
+        return f"{self.prefix}.evt.{tenant}.{group}.{tail}"
 
     def evt_tenant(self, tenant: str, channel: str | None = None) -> str:
         tail = f"*.*.{channel}.>" if channel else ">"
@@ -149,6 +160,15 @@ class Subjects:
     @property
     def audit_all(self) -> str:
         return f"{self.prefix}.audit.>"
+
+    # -- webhook jobs ------------------------------------------------------------------------
+    def hook(self, tenant: str, sid: str) -> str:
+        """Where a worker publishes the webhook job of one session's event."""
+        return f"{self.prefix}.hook.{tenant}.{sid}"
+
+    @property
+    def hook_all(self) -> str:
+        return f"{self.prefix}.hook.>"
 
     # -- external tools ----------------------------------------------------------------------
     def tool(self, tenant: str, name: str) -> str:

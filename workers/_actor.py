@@ -353,6 +353,7 @@ class SessionActor:
             request_id=request_id,
             meta=meta,
             msg_id=msg_id,
+            webhook=state.options.webhook,
         )
 
     async def _announce_unpublished(self) -> None:
@@ -510,6 +511,7 @@ class SessionActor:
             data={"code": exc.code, "message": exc.message, "command_id": command_id},
             turn=state.turns if same_tenant and state else 0,
             request_id=command_id,
+            webhook=state.options.webhook if same_tenant and state else None,
         )
         if exc.dead_letter:
             await self._ctx.dead_letter(

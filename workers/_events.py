@@ -13,8 +13,9 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
-from schemas import EVENT_CATALOG, Subjects
+from schemas import EVENT_CATALOG, Subjects, Webhook
 from workers import _metrics
+from workers._webhooks import WebhookJobs
 
 _PUBLISHED = {c: _metrics.EVENTS_PUBLISHED.labels(c) for c in ("progress", "control", "monitor")}
 
@@ -30,6 +31,7 @@ class EventPublisher:
         self._nc = nc
         self._subjects = subjects
         self.worker_id = worker_id
+        self._webhooks = WebhookJobs(nc.jetstream(), subjects=subjects)
 
     async def publish(
         self,
@@ -43,8 +45,12 @@ class EventPublisher:
         request_id: str | None = None,
         meta: dict[str, Any] | None = None,
         msg_id: str | None = None,
+        webhook: Webhook | None = None,
     ) -> None:
-        """Publish one event; `msg_id` lets FLOTILLA_EVT drop a re-publication of it."""
+        """Publish one event; `msg_id` lets FLOTILLA_EVT drop a re-publication of it.
+
+        With a `webhook` listing the event's type, its job is stored first (workers/_webhooks).
+        """
         channel = EVENT_CATALOG[type_].channel
         envelope: dict[str, Any] = {
             "type": type_,
@@ -61,7 +67,10 @@ class EventPublisher:
             envelope["meta"] = meta
         subject = self._subjects.evt(tenant, group, sid, channel, type_)
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        await self._nc.publish(subject, orjson.dumps(envelope), headers=headers)
+        encoded = orjson.dumps(envelope)
+        if webhook is not None and type_ in webhook.events:
+            await self._webhooks.publish(webhook, envelope, encoded, msg_id)
+        await self._nc.publish(subject, encoded, headers=headers)
         _PUBLISHED[channel].inc()
 
     async def last_stored(

@@ -51,6 +51,11 @@ DEAD_LETTERS = Counter("flotilla_worker_dead_letters_total", "Commands dead-lett
 EVENTS_PUBLISHED = Counter(
     "flotilla_worker_events_published_total", "Events published, by channel", ["channel"]
 )
+WEBHOOK_JOBS = Counter(
+    "flotilla_worker_webhook_jobs_total",
+    "Webhook jobs put on the hook stream, by outcome (published, failed)",
+    ["outcome"],
+)
 TURNS = Counter("flotilla_worker_turns_total", "Turns ended, by reason", ["reason"])
 TURNS_RESUMED = Counter(
     "flotilla_worker_turns_resumed_total", "Turns resumed after a lost worker or a handover"

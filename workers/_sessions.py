@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from flotilla.errors import ConfigurationError
+from flotilla.outbound import OutboundError, OutboundRefused, check_url
 from schemas import Create, ParentLink, SessionOptions, SessionState, canonical_tool_name
 from workers import _audit, _metrics
 from workers._checkpoints import load_checkpoint
@@ -89,6 +90,17 @@ async def _restore(
     return base, base.get("options", {}) | given, saved_history + history, files
 
 
+async def _check_webhook(actor: SessionActor, url: str) -> None:
+    """Refuse a webhook URL the fleet must not call, as for callback tools (the gateway
+    checks it again at each delivery)."""
+    try:
+        await check_url(url, actor.settings.callback_allow)
+    except OutboundRefused as exc:
+        raise CommandRejected(exc.code, f"webhook: {exc}") from None
+    except OutboundError as exc:
+        raise CommandRejected("invalid_command", f"webhook: {exc}") from None
+
+
 async def create_session(
     actor: SessionActor, command: Create, delivery: Delivery, rid: str
 ) -> None:
@@ -133,6 +145,8 @@ async def create_session(
     if command.parent is not None:
         state.parent = ParentLink(sid=command.parent.sid, ref=command.parent.ref)
         state.depth = command.parent.depth
+    if state.options.webhook is not None:
+        await _check_webhook(actor, state.options.webhook.url)
     actor.state = state
     actor.version = 0
     try:

@@ -1,5 +1,5 @@
-"""`python -m ops.bench turns|abort|registry [--workers N] [--out FILE]`: Flotilla's performance
-report."""
+"""`python -m ops.bench turns|abort|registry|gateway [--workers N] [--out FILE]`: Flotilla's
+performance report."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> None:
     registry.add_argument("--nodes", type=int, default=8, help="registry copies measured")
     registry.add_argument("--changes", type=int, default=500, help="measured registrations")
     registry.add_argument("--out", help="JSON report path (default ops/bench/results/...)")
+    gateway = sub.add_parser("gateway", help="gateway: prompt → first SSE delta, reads/s")
+    gateway.add_argument("--workers", type=int, default=1)
+    gateway.add_argument("--prompts", type=int, default=200, help="measured prompts")
+    gateway.add_argument("--clients", type=int, default=50, help="concurrent readers")
+    gateway.add_argument("--seconds", type=float, default=10.0, help="length of the read run")
+    gateway.add_argument("--out", help="JSON report path (default ops/bench/results/...)")
     args = parser.parse_args(argv)
     if args.bench == "turns":
         from ops.bench._turns import run_turns_bench
@@ -41,6 +47,10 @@ def main(argv: list[str] | None = None) -> None:
         from ops.bench._registry import run_registry_bench
 
         run_async(run_registry_bench(args))
+    elif args.bench == "gateway":
+        from ops.bench._gateway import run_gateway_bench
+
+        run_async(run_gateway_bench(args))
     else:  # pragma: no cover - argparse refuses other values
         sys.exit(2)
 

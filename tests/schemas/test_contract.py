@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from schemas import (
     COMMAND_ADAPTER,
     EVENT_CATALOG,
+    GATEWAY_MODELS,
     Subjects,
     export_json_schemas,
     is_token,
@@ -75,4 +76,4 @@ def test_json_schema_export_writes_every_type(tmp_path: Path) -> None:
     names = {p.name for p in written}
     assert "command.schema.json" in names and "event.agent_end.schema.json" in names
     assert "audit_event.schema.json" in names
-    assert len(names) == 6 + len(EVENT_CATALOG)
+    assert len(names) == 6 + len(EVENT_CATALOG) + len(GATEWAY_MODELS)

@@ -1,0 +1,9 @@
+"""The HTTP + SSE + WebSocket gateway (PROTOCOL §8): cmdc_gateway's API over the fleet.
+
+`create_app()` is an ASGI app (FastAPI) that connects to the fleet when it starts;
+`flotilla gateway` serves it with uvicorn.
+"""
+
+from gateway._app import create_app
+
+__all__ = ["create_app"]
