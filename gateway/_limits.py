@@ -47,7 +47,7 @@ _COUNTERS = ("requests", "prompts", "tokens")
 # ARGV: µs per token, capacity (0: unlimited), key id. The clock is the server's TIME, so
 # replicas with skewed clocks agree. Returns -1 when admitted (and counts the request when
 # the meter keys are given), else the µs until one token is available. A refused request
-# changes nothing: hammering a full bucket does not push the next token further away.
+# changes nothing: hammering an empty bucket does not push the next token further away.
 _ADMIT = """
 local capacity = tonumber(ARGV[2])
 if capacity > 0 then
