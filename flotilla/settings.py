@@ -113,16 +113,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from FLOTILLA_* variables, then explicit overrides (flags) on top."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f"FLOTILLA_{f.name.upper()}")
-            if raw is None and f.name in _GATEWAY_ALIASES:  # one setting for gateway and workers
-                raw = env.get(_GATEWAY_ALIASES[f.name])
-            if raw is None:
-                continue
-            values[f.name] = _coerce(f.type, raw, f.name)
-        settings = cls(**values)
+        settings = cls(**_env_values(cls, env, "FLOTILLA_", _GATEWAY_ALIASES))
         return settings.with_overrides(**overrides)
 
 
@@ -159,12 +150,7 @@ class GatewaySettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> GatewaySettings:
         """Settings from GATEWAY_* variables, then explicit overrides (flags) on top."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f"GATEWAY_{f.name.upper()}")
-            if raw is not None:
-                values[f.name] = _coerce(f.type, raw, f.name, prefix="GATEWAY_")
+        values = _env_values(cls, env, "GATEWAY_")
         return replace(cls(**values), **{k: v for k, v in overrides.items() if v is not None})
 
     def to_env(self) -> dict[str, str]:
@@ -172,7 +158,22 @@ class GatewaySettings:
         return {f"GATEWAY_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
 
 
-def _coerce(type_name: object, raw: str, name: str, *, prefix: str = "FLOTILLA_") -> Any:
+def _env_values(
+    cls: type, env: Mapping[str, str] | None, prefix: str, aliases: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The fields of dataclass `cls` set by `<prefix><NAME>` variables (or their aliases)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        raw = env.get(f"{prefix}{f.name.upper()}")
+        if raw is None and aliases and f.name in aliases:  # one setting for gateway and workers
+            raw = env.get(aliases[f.name])
+        if raw is not None:
+            values[f.name] = _coerce(f.type, raw, f.name, prefix=prefix)
+    return values
+
+
+def _coerce(type_name: object, raw: str, name: str, *, prefix: str) -> Any:
     text = str(type_name)
     try:
         if text.startswith("int"):

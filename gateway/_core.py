@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from starlette.datastructures import Headers
 
 from flotilla import Fleet
 from flotilla._connect import connect_nats, connect_redis
@@ -36,7 +37,7 @@ from schemas import Event
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Admin", "Caller", "Gateway", "gateway_of"]
+__all__ = ["Admin", "Caller", "Gateway", "gateway_of", "presented_key"]
 
 
 @dataclass
@@ -193,11 +194,12 @@ def gateway_of(request: Request) -> Gateway:
     return gateway
 
 
-def _presented_key(request: Request) -> str | None:
-    key = request.headers.get("x-api-key")
+def presented_key(headers: Headers) -> str | None:
+    """The key of `X-API-Key`, else of `Authorization: Bearer`."""
+    key = headers.get("x-api-key")
     if key:
         return key
-    auth = request.headers.get("authorization", "")
+    auth = headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
@@ -207,7 +209,7 @@ def _presented_key(request: Request) -> str | None:
 async def authenticate(request: Request) -> Principal:
     """The caller's principal, after the shared rate limit admitted the request."""
     gateway = gateway_of(request)
-    principal = gateway.keys.authenticate(_presented_key(request))
+    principal = gateway.keys.authenticate(presented_key(request.headers))
     if principal is None:
         _metrics.AUTH_FAILURES.inc()
         raise ApiError(401, "a valid API key is required (X-API-Key or Authorization: Bearer)")

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-__all__ = ["ApiError", "install_error_handlers", "not_found"]
+__all__ = ["ApiError", "describe", "install_error_handlers", "not_found"]
 
 _CODES = {
     400: "invalid_json",
@@ -55,7 +55,8 @@ def error_response(
     )
 
 
-def _describe(errors: list[Any]) -> str:
+def describe(errors: list[Any]) -> str:
+    """What is wrong with a body, from pydantic's errors: `field: message; ...`."""
     parts = []
     for error in errors[:5]:
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
@@ -77,7 +78,7 @@ def install_error_handlers(app: Any) -> None:
             e.get("type") == "json_invalid" or tuple(e.get("loc", ())) == ("body",) for e in errors
         ):
             return error_response(400, "invalid_json", "the body must be a JSON object")
-        return error_response(422, "invalid_request", _describe(errors))
+        return error_response(422, "invalid_request", describe(errors))
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from flotilla import FlotillaError
 from gateway._core import Admin, gateway_of
-from gateway._errors import ApiError
+from gateway._errors import ApiError, describe
 from schemas import Budget, GatewayModel, ProviderProfile
 
 __all__ = ["router"]
@@ -87,7 +87,7 @@ async def put_provider(request: Request, admin: Admin, name: str, body: Provider
             budget=Budget(**body.budget.model_dump()) if body.budget is not None else None,
         )
     except ValidationError as exc:
-        raise ApiError(422, str(exc.errors()[0].get("msg"))) from None
+        raise ApiError(422, describe(list(exc.errors()))) from None
     try:
         gateway = gateway_of(request)
         revision = await gateway.fleet(admin.tenant).registry().register(profile)

@@ -21,7 +21,7 @@ from gateway import _metrics
 from gateway._auth import Principal
 from gateway._core import Caller, Gateway, gateway_of
 from gateway._directory import DirectoryEntry
-from gateway._errors import ApiError, not_found
+from gateway._errors import ApiError, describe, not_found
 from gateway._views import gateway_state, iso_ms
 from schemas import (
     AbortRequest,
@@ -101,12 +101,6 @@ async def create_session(request: Request, caller: Caller, body: CreateSessionRe
     """Create a session and answer once a worker confirmed it (201), or with its refusal."""
     gateway = gateway_of(request)
     options = body.to_options()
-    try:
-        SessionOptions.model_validate(options)
-    except ValidationError as exc:
-        raise ApiError(422, _first_error(exc)) from None
-    if body.webhook is not None:
-        await _check_outbound(gateway, body.webhook.url)
     sid = body.session_id or new_session_id()
     if not is_token(sid):
         raise ApiError(422, "sessionId must be 1..64 characters of A-Z a-z 0-9 _ -")
@@ -115,7 +109,9 @@ async def create_session(request: Request, caller: Caller, body: CreateSessionRe
         session = await fleet.create_agent(
             session_id=sid, timeout=gateway.config.create_timeout_s, **options
         )
-    except CommandError as exc:
+    except ValidationError as exc:  # checked by the SDK before anything is published
+        raise ApiError(422, describe(list(exc.errors()))) from None
+    except CommandError as exc:  # the worker's refusal (a webhook URL refused included)
         if exc.code in _CONFLICTS:
             raise ApiError(409, f"session id {sid!r} is taken") from None
         if exc.code == "too_large":
@@ -188,14 +184,18 @@ async def delete_session(request: Request, caller: Caller, sid: str) -> Any:
 
 
 # -- commands (HTTP routes, and the WebSocket's actions) ------------------------------------
-async def do_prompt(gateway: Gateway, caller: Principal, sid: str, body: PromptRequest) -> str:
+async def do_prompt(
+    gateway: Gateway, caller: Principal, sid: str, body: PromptRequest
+) -> PromptAccepted:
     """Queue a prompt. The event stream's position now is recorded first, so an SSE client
     that connects after this answer, without a cursor, sees the whole turn."""
-    await session_state(gateway, caller, sid)
+    state = await session_state(gateway, caller, sid)
     await gateway.directory.set_watermark(sid, await gateway.position())
     request_id = await _send(gateway, caller.tenant, sid, "prompt", {"text": body.text})
     await gateway.meter.count(caller.key_id, prompts=1)
-    return request_id
+    return PromptAccepted(
+        request_id=request_id, session_id=sid, queued=gateway_state(state) != "idle"
+    )
 
 
 async def do_approve(gateway: Gateway, caller: Principal, sid: str, body: ApproveRequest) -> str:
@@ -241,12 +241,7 @@ async def do_abort(gateway: Gateway, caller: Principal, sid: str, body: AbortReq
 
 @router.post("/{sid}/prompt", status_code=202, response_model=PromptAccepted)
 async def prompt(request: Request, caller: Caller, sid: str, body: PromptRequest) -> Any:
-    gateway = gateway_of(request)
-    state = await session_state(gateway, caller, sid)
-    request_id = await do_prompt(gateway, caller, sid, body)
-    return PromptAccepted(
-        request_id=request_id, session_id=sid, queued=gateway_state(state) != "idle"
-    )
+    return await do_prompt(gateway_of(request), caller, sid, body)
 
 
 @router.post("/{sid}/approve", response_model=Ok)
@@ -286,7 +281,7 @@ async def switch_model(request: Request, caller: Caller, sid: str, body: ModelRe
     try:
         SessionOptions.model_validate({"model": body.model})
     except ValidationError as exc:
-        raise ApiError(422, _first_error(exc)) from None
+        raise ApiError(422, describe(list(exc.errors()))) from None
     request_id = await _send(gateway_of(request), caller.tenant, sid, "switch_model", command)
     return Accepted(request_id=request_id)
 
@@ -356,9 +351,3 @@ async def _check_outbound(gateway: Gateway, url: str) -> None:
         raise ApiError(422, str(exc), code=exc.code) from None
     except ValueError as exc:
         raise ApiError(422, str(exc), code="invalid_url") from None
-
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(p) for p in error.get("loc", ()))
-    return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg"))

@@ -22,8 +22,8 @@ from starlette.responses import JSONResponse
 
 from gateway import _metrics
 from gateway._auth import Principal
-from gateway._core import Caller, Gateway, gateway_of
-from gateway._errors import ApiError
+from gateway._core import Caller, Gateway, gateway_of, presented_key
+from gateway._errors import ApiError, describe
 from gateway._external import to_external, ws_message
 from gateway._sessions import (
     do_abort,
@@ -149,8 +149,14 @@ async def group_events(
 
 # -- WebSocket -----------------------------------------------------------------------------
 Action = Callable[[Gateway, Principal, str, Any], Awaitable[str]]
+
+
+async def _prompt(gateway: Gateway, caller: Principal, sid: str, body: PromptRequest) -> str:
+    return (await do_prompt(gateway, caller, sid, body)).request_id
+
+
 _ACTIONS: dict[str, tuple[type[BaseModel], Action]] = {
-    "prompt": (PromptRequest, do_prompt),
+    "prompt": (PromptRequest, _prompt),
     "approve": (ApproveRequest, do_approve),
     "reject": (RejectRequest, do_reject),
     "respond": (RespondRequest, do_respond),
@@ -165,10 +171,7 @@ _NOT_FOUND = 4404
 async def session_socket(websocket: WebSocket, sid: str, since: Since = None) -> None:
     """Actions in, one reply per action (sent before any event it causes), events out."""
     gateway: Gateway = websocket.app.state.gateway
-    key = websocket.headers.get("x-api-key") or websocket.query_params.get("api_key")
-    auth = websocket.headers.get("authorization", "")
-    if not key and auth.lower().startswith("bearer "):
-        key = auth[7:].strip()
+    key = presented_key(websocket.headers) or websocket.query_params.get("api_key")
     caller = gateway.keys.authenticate(key)
     if caller is None:
         _metrics.AUTH_FAILURES.inc()
@@ -235,9 +238,7 @@ async def _act(gateway: Gateway, caller: Principal, sid: str, raw: str) -> dict[
             return _refusal(action, "rate_limited", f"retry after {retry_after:.1f} s")
         request_id = await run(gateway, caller, sid, body)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error.get("loc", ()))
-        return _refusal(action, "invalid_request", f"{where}: {error.get('msg')}")
+        return _refusal(action, "invalid_request", describe(list(exc.errors())))
     except ApiError as exc:
         return _refusal(action, exc.code, exc.message)
     return {"ok": True, "action": action, "requestId": request_id}

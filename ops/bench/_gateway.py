@@ -85,8 +85,7 @@ async def _first_deltas(http: httpx.AsyncClient, sid: str, prompts: int) -> list
                     ends.put_nowait(None)
 
     reader = asyncio.create_task(read())
-    await connected.wait()
-    await asyncio.sleep(0.1)  # the stream's consumer is subscribed before the first prompt
+    await connected.wait()  # the stream's start was fixed when its request arrived
     measured = []
     try:
         for _ in range(prompts):

@@ -12,6 +12,7 @@ import pytest
 import websockets
 from httpx_sse import ServerSentEvent, aconnect_sse
 
+from tests.conftest import eventually
 from tests.engine_helpers import call
 from tests.gateway.conftest import GatewayUnderTest
 
@@ -46,7 +47,11 @@ async def test_a_client_connecting_after_a_fast_turn_sees_all_of_it(
     async with gateway.client() as http:
         sid = await _create(http, providerOpts=ANSWER)
         await http.post(f"/v1/sessions/{sid}/prompt", json={"text": "one"})
-        await asyncio.sleep(0.3)  # the turn is over before the client connects
+
+        async def over() -> bool:  # the turn is over before the client connects
+            return bool((await http.get(f"/v1/sessions/{sid}/stats")).json()["turns"] == 1)
+
+        await eventually(over)
         events = await _read(http, f"/v1/sessions/{sid}/events", until="agent_end")
     types = [e.event for e in events]
     assert types[0] == "prompt_received" and types[-1] == "agent_end"
@@ -108,9 +113,11 @@ async def test_a_group_stream_carries_every_session_with_its_id(
         a = await _create(http, providerOpts=ANSWER, groupId="room-9")
         b = await _create(http, providerOpts=ANSWER, groupId="room-9")
         ends: list[str] = []
+        connected = asyncio.Event()
 
         async def read() -> None:
             async with aconnect_sse(http, "GET", "/v1/groups/room-9/events") as source:
+                connected.set()  # the stream's start was fixed when the request arrived
                 async for sse in source.aiter_sse():
                     if sse.event == "agent_end":
                         ends.append(orjson.loads(sse.data)["sessionId"])
@@ -118,7 +125,7 @@ async def test_a_group_stream_carries_every_session_with_its_id(
                             return
 
         reader = asyncio.create_task(read())
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(connected.wait(), 10)
         for sid in (a, b):
             await http.post(f"/v1/sessions/{sid}/prompt", json={"text": "go"})
         await asyncio.wait_for(reader, 10)
