@@ -49,14 +49,22 @@ class _CPackedConnection(aioredis.Connection):
 
 
 def connect_redis(settings: Settings) -> aioredis.Redis:
-    """A Redis client (hiredis parsing and packing); connects lazily on first command."""
+    """A Redis client (hiredis parsing and packing); connects lazily on first command.
+
+    The pool blocks: past `redis_max_connections` commands in flight, a command waits up to
+    `redis_pool_timeout_s` for a connection instead of failing at once (redis-py's default
+    pool raises MaxConnectionsError), so a burst of requests queues rather than erroring.
+    """
     extra: dict[str, Any] = {}
     if settings.redis_url.startswith("redis://"):  # TLS and unix sockets keep their classes
         extra["connection_class"] = _CPackedConnection
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout_s,
         decode_responses=False,
         health_check_interval=30,
         socket_keepalive=True,
         **extra,
     )
+    return aioredis.Redis.from_pool(pool)

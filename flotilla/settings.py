@@ -27,6 +27,10 @@ class Settings:
 
     nats_url: str = "nats://127.0.0.1:4222"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_max_connections: int = 64
+    """Connections per process to Redis; a command finding them all busy waits for one."""
+    redis_pool_timeout_s: float = 10.0
+    """How long such a command waits before it fails (redis ConnectionError)."""
     prefix: str = "flotilla"
     key_prefix: str = ""
     shards: int = 64
@@ -81,6 +85,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not 1 <= self.shards <= 4096:
             raise ValueError("shards must be within 1..4096")
+        if self.redis_max_connections < 1:
+            raise ValueError("redis_max_connections must be at least 1")
         if self.workspace_backend not in ("redis", "dir"):
             raise ValueError("workspace_backend must be 'redis' or 'dir'")
         Subjects(self.prefix)  # validates the prefix

@@ -37,7 +37,7 @@ from schemas import Event
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Admin", "Caller", "Gateway", "gateway_of", "presented_key"]
+__all__ = ["Admin", "Caller", "Gateway", "admit", "gateway_of", "presented_key"]
 
 
 @dataclass
@@ -213,6 +213,14 @@ async def authenticate(request: Request) -> Principal:
     if principal is None:
         _metrics.AUTH_FAILURES.inc()
         raise ApiError(401, "a valid API key is required (X-API-Key or Authorization: Bearer)")
+    await admit(gateway, principal)
+    return principal
+
+
+async def admit(gateway: Gateway, principal: Principal) -> None:
+    """Take a token from the key's bucket, shared by every replica, and count the request in
+    its meter; 429 with `Retry-After` when the bucket is empty. HTTP requests, WebSocket
+    connects and WebSocket actions each take one."""
     retry_after = await gateway.limiter.admit(principal.key_id)
     if retry_after is not None:
         raise ApiError(
@@ -220,7 +228,6 @@ async def authenticate(request: Request) -> Principal:
             f"rate limit of {gateway.config.rate_limit_rpm} requests per minute reached",
             headers={"Retry-After": str(max(1, int(retry_after + 0.999)))},
         )
-    return principal
 
 
 async def authenticate_admin(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:

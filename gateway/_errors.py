@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-__all__ = ["ApiError", "describe", "install_error_handlers", "not_found"]
+__all__ = ["ApiError", "describe", "error_response", "install_error_handlers", "not_found"]
 
 _CODES = {
     400: "invalid_json",

@@ -18,12 +18,11 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.responses import JSONResponse
 
 from gateway import _metrics
 from gateway._auth import Principal
-from gateway._core import Caller, Gateway, gateway_of, presented_key
-from gateway._errors import ApiError, describe
+from gateway._core import Caller, Gateway, admit, gateway_of, presented_key
+from gateway._errors import ApiError, describe, error_response
 from gateway._external import to_external, ws_message
 from gateway._sessions import (
     do_abort,
@@ -163,8 +162,6 @@ _ACTIONS: dict[str, tuple[type[BaseModel], Action]] = {
     "steer": (SteerRequest, do_steer),
     "abort": (AbortRequest, do_abort),
 }
-_UNAUTHORIZED = 4401
-_NOT_FOUND = 4404
 
 
 @router.websocket("/v1/sessions/{sid}/ws")
@@ -175,17 +172,14 @@ async def session_socket(websocket: WebSocket, sid: str, since: Since = None) ->
     caller = gateway.keys.authenticate(key)
     if caller is None:
         _metrics.AUTH_FAILURES.inc()
-        await _deny(websocket, 401, "unauthorized", "a valid API key is required")
+        await _deny(websocket, ApiError(401, "a valid API key is required"))
         return
     try:
+        await admit(gateway, caller)
         await session_state(gateway, caller, sid)
-    except ApiError as exc:
-        await _deny(websocket, exc.status, exc.code, exc.message)
-        return
-    try:
         start = await gateway.position() if since is None else since
     except ApiError as exc:
-        await _deny(websocket, exc.status, exc.code, exc.message)
+        await _deny(websocket, exc)
         return
     await websocket.accept()
     _metrics.OPEN_STREAMS.labels("ws").inc()
@@ -208,15 +202,16 @@ async def session_socket(websocket: WebSocket, sid: str, since: Since = None) ->
         _metrics.OPEN_STREAMS.labels("ws").dec()
 
 
-async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
-    """Refuse before the upgrade with an HTTP status when the server can, else close."""
+async def _deny(websocket: WebSocket, refusal: ApiError) -> None:
+    """Refuse before the upgrade with the HTTP status when the server can; else accept and
+    close at once with code 4000 + status (4401, 4404, 4429, 4503)."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(
-            JSONResponse({"error": code, "message": message}, status_code=status)
+            error_response(refusal.status, refusal.code, refusal.message, refusal.headers)
         )
         return
     await websocket.accept()
-    await websocket.close(code=_UNAUTHORIZED if status == 401 else _NOT_FOUND, reason=message)
+    await websocket.close(code=4000 + refusal.status, reason=refusal.message)
 
 
 async def _act(gateway: Gateway, caller: Principal, sid: str, raw: str) -> dict[str, Any]:
@@ -233,9 +228,7 @@ async def _act(gateway: Gateway, caller: Principal, sid: str, raw: str) -> dict[
     model, run = _ACTIONS[action]
     try:
         body = model.model_validate(message)
-        retry_after = await gateway.limiter.admit(caller.key_id)
-        if retry_after is not None:
-            return _refusal(action, "rate_limited", f"retry after {retry_after:.1f} s")
+        await admit(gateway, caller)
         request_id = await run(gateway, caller, sid, body)
     except ValidationError as exc:
         return _refusal(action, "invalid_request", describe(list(exc.errors())))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from flotilla.audit import AuditPublisher
 from flotilla.settings import Settings
@@ -14,6 +15,10 @@ from workers._outbox import CommandPublisher
 from workers._sessions import Blueprints
 from workers._store import SessionStore
 from workers._toolbox import Toolbox
+from workers.errors import CommandRejected
+
+if TYPE_CHECKING:
+    from workers._litellm import LiteLLM
 
 DeadLetter = Callable[["DeadLetterRequest"], Awaitable[None]]
 
@@ -42,7 +47,7 @@ class WorkerContext:
     audit: AuditPublisher
     registry: LLM | None = None
     """Serves `registry:` models (workers._registry_llm); set once the worker's copy runs."""
-    _litellm: LLM | None = field(default=None, repr=False)
+    _litellm: LiteLLM | None = field(default=None, repr=False)
 
     @property
     def worker_id(self) -> str:
@@ -64,8 +69,28 @@ class WorkerContext:
         """The adapter of a `provider:model_id` model: the mock, or litellm (on first use)."""
         if model.partition(":")[0] == "mock":
             return self.mock
+        return self._litellm_adapter()
+
+    def _litellm_adapter(self) -> LiteLLM:
         if self._litellm is None:
             from workers._litellm import LiteLLM
 
             self._litellm = LiteLLM()
         return self._litellm
+
+    async def check_model(self, model: str) -> None:
+        """Refuse a model whose provider nothing here serves (`unsupported_provider`), so a
+        create or switch_model fails at once rather than at its first LLM request. The
+        first check of a litellm model imports litellm (in a thread, seconds)."""
+        provider = model.partition(":")[0]
+        if provider in ("mock", "registry"):  # mock names and profiles are checked per request
+            return
+        try:
+            known = await self._litellm_adapter().knows(provider)
+        except LLMError as exc:  # litellm is not installed
+            raise CommandRejected(exc.code, str(exc)) from None
+        if not known:
+            raise CommandRejected(
+                "unsupported_provider",
+                f"model {model!r}: {provider!r} is not a provider litellm knows",
+            )

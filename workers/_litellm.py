@@ -62,6 +62,12 @@ class LiteLLM:
         if self._litellm is None:
             self._litellm, self._skip_mcp = await asyncio.to_thread(_import_litellm)
 
+    async def knows(self, provider: str) -> bool:
+        """Whether `provider` (the part of `provider:model_id` before the colon) is one of
+        litellm's providers; imports litellm if that has not happened yet."""
+        await self.load()
+        return provider in self._litellm.provider_list
+
     def stream(self, request: LLMRequest, response: LLMResponse) -> AsyncIterator[Chunk]:
         return self._stream(request, response)
 

@@ -394,6 +394,7 @@ async def switch_model(
 ) -> None:
     """Idle or busy alike: the next LLM request uses the new model (PROTOCOL §3)."""
     before = _audit.model_of(_state(actor))
+    await actor.ctx.check_model(command.model)
     switched = actor.switch_model(command.model, command.provider_opts)
     await actor.commit(delivery, "unchanged" if switched is None else "applied")
     if switched is not None:

@@ -101,6 +101,13 @@ async def _check_webhook(actor: SessionActor, url: str) -> None:
         raise CommandRejected("invalid_command", f"webhook: {exc}") from None
 
 
+async def _check_models(actor: SessionActor, options: dict[str, Any]) -> None:
+    """The session's model and its sub-agents' have a provider here (`unsupported_provider`)."""
+    subagent_models = (spec.get("model") for spec in options.get("subagents", []))
+    for model in {options["model"], *subagent_models} - {None}:
+        await actor.ctx.check_model(model)
+
+
 async def create_session(
     actor: SessionActor, command: Create, delivery: Delivery, rid: str
 ) -> None:
@@ -116,6 +123,7 @@ async def create_session(
     base, options, history, workspace_files = await _restore(
         actor, command, delivery.tenant, options, history
     )
+    await _check_models(actor, options)
     state = SessionState.model_validate(
         {
             **{k: v for k, v in base.items() if k not in ("sid", "tenant", "options")},

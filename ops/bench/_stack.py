@@ -62,12 +62,7 @@ class BenchStack:
 
     def worker_cpu_seconds(self) -> float:
         """User + system CPU time consumed so far by the worker processes."""
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        for pid in self.worker_pids:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-        return total
+        return cpu_seconds(self.worker_pids)
 
     def stop(self) -> None:
         for proc in self.processes:
@@ -79,3 +74,13 @@ class BenchStack:
                 proc.kill()
         for server in reversed(self.servers):
             server.stop()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time consumed so far by the processes `pids` (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.conftest import eventually
 from tests.gateway.conftest import GatewayUnderTest
 
@@ -147,3 +149,21 @@ async def test_another_tenants_session_is_a_404_everywhere(gateway: GatewayUnder
     async with gateway.client() as http:
         detail = (await http.get(f"/v1/sessions/{sid}")).json()
         assert detail["state"] == "idle" and detail["turns"] == 0
+
+
+@pytest.mark.usefixtures("litellm_loopback")
+async def test_an_unknown_model_provider_is_a_422_and_creates_nothing(
+    gateway: GatewayUnderTest,
+) -> None:
+    async with gateway.client() as http:
+        reply = await http.post(
+            "/v1/sessions", json={"model": "nosuchprovider:m", "sessionId": "u1"}
+        )
+        assert reply.status_code == 422, reply.text
+        assert reply.json()["error"] == "unsupported_provider"
+        assert "nosuchprovider" in reply.json()["message"]
+        assert (await http.get("/v1/sessions/u1")).status_code == 404
+        assert (await http.get("/v1/sessions")).json()["sessions"] == []
+        # a provider litellm knows is created (its key is only needed at the first request)
+        reply = await http.post("/v1/sessions", json={"model": "anthropic:claude-x"})
+        assert reply.status_code == 201, reply.text

@@ -14,7 +14,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 
 from tests.conftest import eventually
 from tests.engine_helpers import call
-from tests.gateway.conftest import GatewayUnderTest
+from tests.gateway.conftest import GatewayFactory, GatewayUnderTest
 
 ANSWER = {"script": [{"text": "streamed answer"}] * 4}
 
@@ -192,3 +192,36 @@ async def test_websocket_refuses_a_bad_key_before_the_upgrade(gateway: GatewayUn
         async with websockets.connect(url):
             pass
     assert refused.value.response.status_code == 401
+
+
+async def test_websocket_connects_and_actions_take_from_the_keys_bucket(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gateway = await gateway_factory(rate_limit_rpm=60, rate_limit_burst=3)
+    async with gateway.client() as http:
+        sid = await _create(http)  # token 1
+    url = f"ws://127.0.0.1:{gateway.server.port}/v1/sessions/{sid}/ws?api_key=k-acme"
+    async with websockets.connect(url) as ws:  # token 2
+        await ws.send(orjson.dumps({"action": "steer", "text": "a"}).decode())  # token 3
+        assert (await _next_reply(ws))["ok"] is True
+        await ws.send(orjson.dumps({"action": "steer", "text": "b"}).decode())
+        refused = await _next_reply(ws)
+        assert (refused["ok"], refused["error"]) == (False, "rate_limited")
+        with pytest.raises(websockets.InvalidStatus) as denied:  # a new connect is refused
+            async with websockets.connect(url):
+                pass
+        assert denied.value.response.status_code == 429
+        assert int(denied.value.response.headers["Retry-After"]) >= 1
+        await ws.send(orjson.dumps({"action": "dance"}).decode())  # the socket still serves
+        reply = await _next_reply(ws)
+        assert reply["error"] == "invalid_request"
+    async with gateway.client("k-beta") as beta:  # another key has its own bucket
+        assert (await beta.get("/v1/sessions")).status_code == 200
+
+
+async def _next_reply(ws: websockets.ClientConnection) -> dict[str, Any]:
+    """The next reply to an action, past the events forwarded meanwhile."""
+    while True:
+        message: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        if "ok" in message:
+            return message

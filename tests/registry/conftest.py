@@ -14,9 +14,6 @@ from flotilla._registry_store import RegistryStore
 from flotilla.registry import ProviderRegistryCopy, RegistryClient, ReloadCause
 from tests.conftest import Harness
 
-# The real litellm against a loopback server, for the test of a registry profile over HTTP.
-from tests.workers.conftest import _litellm_module, litellm_loopback  # noqa: F401
-
 
 def new_fleet_key() -> str:
     return base64.b64encode(os.urandom(32)).decode()

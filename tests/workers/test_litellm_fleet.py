@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from flotilla import CommandError
 from tests.conftest import Harness
 from tests.engine_helpers import of_type, script, until_end
 from tests.openai_stub import OpenAIStub, Reply, ToolCall
@@ -71,3 +72,41 @@ async def test_mock_sessions_never_import_litellm(fleet: Harness) -> None:
     await session.prompt("go")
     await until_end(session)
     assert sys.modules.get("litellm") is None
+
+
+@pytest.mark.usefixtures("litellm_loopback")
+async def test_a_provider_litellm_does_not_know_is_refused_at_create_and_switch(
+    fleet: Harness,
+) -> None:
+    assert fleet.fleet is not None
+    with pytest.raises(CommandError) as refused:
+        await fleet.fleet.create_agent(model="nosuchprovider:model-x")
+    assert refused.value.code == "unsupported_provider"
+    assert "nosuchprovider" in str(refused.value)
+    with pytest.raises(CommandError) as refused:  # a sub-agent's model is checked too
+        await fleet.fleet.create_agent(
+            model="mock:echo",
+            subagents=[{"name": "r", "description": "d", "model": "nosuch:m"}],
+        )
+    assert refused.value.code == "unsupported_provider"
+
+    session = await fleet.fleet.create_agent(model="mock:echo")
+    request_id = await session.switch_model("nosuchprovider:model-x")
+    with pytest.raises(CommandError) as refused:
+        await session.wait_for({"model_switched"}, request_id=request_id, timeout=10)
+    assert refused.value.code == "unsupported_provider"
+    assert (await fleet.state(session.sid))["model"] == "mock:echo"  # unchanged
+    request_id = await session.switch_model("openai:gpt-test")  # a known one is fine
+    await session.wait_for({"model_switched"}, request_id=request_id, timeout=10)
+
+
+async def test_a_real_provider_without_litellm_installed_is_refused_at_create(
+    fleet: Harness,
+) -> None:
+    assert fleet.fleet is not None  # `import litellm` fails outside `litellm_loopback`
+    with pytest.raises(CommandError) as refused:
+        await fleet.fleet.create_agent(model="openai:gpt-test")
+    assert refused.value.code == "unsupported_provider"
+    assert "litellm is not installed" in str(refused.value)
+    session = await fleet.fleet.create_agent(model="mock:echo")  # the mock needs no litellm
+    await session.close()
