@@ -38,40 +38,47 @@ class Guard:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
         limit = self.max_body_bytes
+        received = 0
+        too_large = refused = False
+
+        async def refuse() -> None:
+            nonlocal refused
+            if not refused:
+                refused = True
+                response = error_response(
+                    413, "payload_too_large", f"the body is over {limit} bytes"
+                )
+                await response(scope, receive, send)
+                self._observe(scope, 413, started)
 
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            response = error_response(413, "payload_too_large", f"the body is over {limit} bytes")
-            await response(scope, receive, send)
-            self._observe(scope, 413, started)
+            await refuse()
             return
 
-        received = 0
-
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    too_large = True
                     raise _TooLarge
             return message
 
         async def observed_send(message: Message) -> None:
-            nonlocal status
+            if too_large:  # the app answered its failed read (FastAPI: a 400); it is a 413
+                await refuse()
+                return
             if message["type"] == "http.response.start":
-                status = message["status"]
-                self._observe(scope, status, started)
+                self._observe(scope, message["status"], started)
             await send(message)
 
         try:
             await self.app(scope, limited_receive, observed_send)
         except _TooLarge:
-            response = error_response(413, "payload_too_large", f"the body is over {limit} bytes")
-            await response(scope, receive, send)
-            self._observe(scope, 413, started)
+            await refuse()
 
     @staticmethod
     def _observe(scope: Scope, status: int, started: float) -> None:

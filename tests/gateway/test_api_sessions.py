@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.conftest import eventually
-from tests.gateway.conftest import GatewayUnderTest
+from tests.gateway.conftest import GatewayFactory, GatewayUnderTest
 
 SCRIPT = {"script": [{"text": "hello from the fleet"}]}
 
@@ -167,3 +169,28 @@ async def test_an_unknown_model_provider_is_a_422_and_creates_nothing(
         # a provider litellm knows is created (its key is only needed at the first request)
         reply = await http.post("/v1/sessions", json={"model": "anthropic:claude-x"})
         assert reply.status_code == 201, reply.text
+
+
+async def test_an_oversize_body_is_a_413_whether_announced_or_streamed(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gateway = await gateway_factory(max_body_bytes=1000)
+    sid = await _create(gateway)
+    big = orjson.dumps({"text": "x" * 2000})
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+        for start in range(0, len(big), 256):
+            yield big[start : start + 256]
+
+    async with gateway.client() as http:
+        announced = await http.post(f"/v1/sessions/{sid}/prompt", content=big)
+        streamed = await http.post(f"/v1/sessions/{sid}/prompt", content=chunks())
+        on_a_get = await http.request("GET", f"/v1/sessions/{sid}", content=big)
+        for reply in (announced, streamed, on_a_get):
+            assert reply.status_code == 413, reply.text
+            assert reply.json()["error"] == "payload_too_large"
+        assert "transfer-encoding" in streamed.request.headers
+        stats = (await http.get(f"/v1/sessions/{sid}/stats")).json()
+        assert stats["promptCount"] == 0  # nothing was accepted
+        small = await http.post(f"/v1/sessions/{sid}/prompt", json={"text": "hi"})
+        assert small.status_code == 202
