@@ -48,6 +48,33 @@ class _CPackedConnection(aioredis.Connection):
         return [hiredis.pack_command(args)]
 
 
+class _QueueingPool(aioredis.BlockingConnectionPool):
+    """redis-py's blocking pool (past `max_connections`, a command waits for a connection
+    instead of failing), without its cost when nobody waits: the blocking pool takes a
+    Condition and arms a timeout for every command, about 20 % of a GET's client CPU here.
+    While no command waits, connections come and go through the plain pool's path; once
+    one waits, every command queues behind it (no overtaking) and releases notify."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._waiting = 0
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._waiting and self.can_get_connection():
+            return await aioredis.ConnectionPool.get_connection(self)  # type: ignore[no-untyped-call]
+        self._waiting += 1
+        try:
+            return await super().get_connection()  # type: ignore[no-untyped-call]
+        finally:
+            self._waiting -= 1
+
+    async def release(self, connection: Any) -> None:
+        if self._waiting:
+            await super().release(connection)
+        else:
+            await aioredis.ConnectionPool.release(self, connection)
+
+
 def connect_redis(settings: Settings) -> aioredis.Redis:
     """A Redis client (hiredis parsing and packing); connects lazily on first command.
 
@@ -58,7 +85,7 @@ def connect_redis(settings: Settings) -> aioredis.Redis:
     extra: dict[str, Any] = {}
     if settings.redis_url.startswith("redis://"):  # TLS and unix sockets keep their classes
         extra["connection_class"] = _CPackedConnection
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = _QueueingPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_pool_timeout_s,

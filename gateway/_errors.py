@@ -5,12 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import redis.exceptions
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-__all__ = ["ApiError", "describe", "error_response", "install_error_handlers", "not_found"]
+__all__ = [
+    "UNREACHABLE",
+    "ApiError",
+    "describe",
+    "error_response",
+    "install_error_handlers",
+    "not_found",
+    "unavailable",
+]
 
 _CODES = {
     400: "invalid_json",
@@ -40,6 +49,14 @@ class ApiError(Exception):
         self.code = code or _CODES.get(status, "error")
         self.message = message
         self.headers = dict(headers or {})
+
+
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+"""Redis failures that mean "unreachable" (503), unlike a refused command (a bug: 500)."""
+
+
+def unavailable(exc: Exception) -> ApiError:
+    return ApiError(503, f"Redis did not answer: {type(exc).__name__}")
 
 
 def not_found(sid: str) -> ApiError:
@@ -85,6 +102,11 @@ def install_error_handlers(app: Any) -> None:
         code = _CODES.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
+    async def redis_unreachable(request: Request, exc: Exception) -> JSONResponse:
+        return await api_error(request, unavailable(exc))
+
     app.add_exception_handler(ApiError, api_error)
+    for unreachable in UNREACHABLE:
+        app.add_exception_handler(unreachable, redis_unreachable)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)

@@ -78,7 +78,9 @@ async def _send(gateway: Gateway, tenant: str, sid: str, op: str, body: dict[str
     try:
         command_id = await gateway.fleet(tenant).send(sid, op, body)
     except CommandError as exc:
-        raise ApiError(413 if exc.code == "too_large" else 422, str(exc), code=exc.code) from None
+        if exc.code == "too_large":
+            raise ApiError(413, str(exc)) from None
+        raise ApiError(422, str(exc), code=exc.code) from None
     except (UnavailableError, nats.errors.Error) as exc:
         raise ApiError(503, f"the fleet did not accept the command: {exc}") from None
     _metrics.COMMANDS.labels(op).inc()
@@ -115,7 +117,7 @@ async def create_session(request: Request, caller: Caller, body: CreateSessionRe
         if exc.code in _CONFLICTS:
             raise ApiError(409, f"session id {sid!r} is taken") from None
         if exc.code == "too_large":
-            raise ApiError(413, str(exc), code="payload_too_large") from None
+            raise ApiError(413, str(exc)) from None
         raise ApiError(422, str(exc), code=exc.code) from None
     except ReplyTimeout:
         raise ApiError(503, "no worker confirmed the session in time") from None

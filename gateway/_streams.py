@@ -22,7 +22,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from gateway import _metrics
 from gateway._auth import Principal
 from gateway._core import Caller, Gateway, admit, gateway_of, presented_key
-from gateway._errors import ApiError, describe, error_response
+from gateway._errors import UNREACHABLE, ApiError, describe, error_response, unavailable
 from gateway._external import to_external, ws_message
 from gateway._sessions import (
     do_abort,
@@ -58,7 +58,7 @@ Types = Annotated[str | None, Query(description="`all` for every event type")]
 def _cursor(last_event_id: str | None, since: int | None) -> int | None:
     if last_event_id is not None and last_event_id.strip():
         if not last_event_id.strip().isdigit():
-            raise ApiError(400, "Last-Event-ID must be an event sequence number")
+            raise ApiError(422, "Last-Event-ID must be an event sequence number")
         return int(last_event_id)
     return since
 
@@ -181,6 +181,9 @@ async def session_socket(websocket: WebSocket, sid: str, since: Since = None) ->
     except ApiError as exc:
         await _deny(websocket, exc)
         return
+    except UNREACHABLE as exc:
+        await _deny(websocket, unavailable(exc))
+        return
     await websocket.accept()
     _metrics.OPEN_STREAMS.labels("ws").inc()
     lock = asyncio.Lock()  # an action's reply goes out before the events it causes
@@ -234,6 +237,9 @@ async def _act(gateway: Gateway, caller: Principal, sid: str, raw: str) -> dict[
         return _refusal(action, "invalid_request", describe(list(exc.errors())))
     except ApiError as exc:
         return _refusal(action, exc.code, exc.message)
+    except UNREACHABLE as exc:
+        refusal = unavailable(exc)
+        return _refusal(action, refusal.code, refusal.message)
     return {"ok": True, "action": action, "requestId": request_id}
 
 

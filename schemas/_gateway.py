@@ -206,7 +206,7 @@ class HealthSessions(GatewayModel):
 
 
 class HealthMeter(GatewayModel):
-    tracked_keys: int
+    tracked_keys: int = Field(alias="tracked_keys")  # PROTOCOL §8 spells this one snake_case
 
 
 class HealthView(GatewayModel):

@@ -23,7 +23,7 @@ class LoopbackServer:
     """`await start()` returns once the app accepts connections; `port` is then set."""
 
     def __init__(self, app: Any, **config: Any) -> None:
-        self._app = app
+        self.app = app
         self._config = {"lifespan": "off", "ws": "none", **config}
         self.port = 0
         self._socket: socket.socket | None = None
@@ -35,7 +35,7 @@ class LoopbackServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self._socket, self.port = sock, sock.getsockname()[1]
-        config = uvicorn.Config(self._app, log_config=None, access_log=False, **self._config)
+        config = uvicorn.Config(self.app, log_config=None, access_log=False, **self._config)
         server = self._server = _Server(config)
         task = self._task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:  # uvicorn offers a flag, not an event

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+import pytest
+import websockets
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,7 +32,7 @@ async def test_healthz_reports_sessions_and_tracked_keys(gateway: GatewayUnderTe
     assert health.status_code == 200
     body = health.json()
     assert body["status"] == "ok" and body["version"]
-    assert body["sessions"]["active"] == 1 and body["meter"]["trackedKeys"] == 1
+    assert body["sessions"]["active"] == 1 and body["meter"]["tracked_keys"] == 1
     assert "T" in body["timestamp"]
 
 
@@ -205,3 +207,52 @@ async def test_providers_need_an_admin_key_and_never_show_secrets(
         assert shown["opts"]["api_key"] == "***" and "sk-GW-SECRET" not in str(shown)
         assert (await admin.delete("/v1/providers/gw-prof")).status_code == 200
         assert (await admin.delete("/v1/providers/gw-prof")).status_code == 404
+
+
+async def test_redis_unreachable_is_a_503_everywhere_and_harms_nothing(
+    gateway: GatewayUnderTest, free_tcp_port: int
+) -> None:
+    async with gateway.client() as http:
+        sid = (await http.post("/v1/sessions", json={"model": "mock:echo"})).json()["sessionId"]
+    pool = gateway.server.app.state.gateway.redis.connection_pool
+    port = pool.connection_kwargs["port"]
+    pool.connection_kwargs["port"] = free_tcp_port  # nothing listens there: refused
+    await pool.disconnect()
+    pool.reset()  # new connections, made with the new port
+    try:
+        async with gateway.client() as http:
+            health = await http.get("/healthz")
+            assert health.status_code == 503 and health.json()["status"] == "degraded"
+            for reply in (
+                await http.get(f"/v1/sessions/{sid}"),
+                await http.get("/v1/sessions"),
+                await http.post(f"/v1/sessions/{sid}/prompt", json={"text": "hi"}),
+            ):
+                assert reply.status_code == 503, reply.text
+                assert reply.json()["error"] == "unavailable"
+        url = f"ws://127.0.0.1:{gateway.server.port}/v1/sessions/{sid}/ws?api_key=k-acme"
+        with pytest.raises(websockets.InvalidStatus) as denied:
+            async with websockets.connect(url):
+                pass
+        assert denied.value.response.status_code == 503
+    finally:
+        pool.connection_kwargs["port"] = port
+        await pool.disconnect()
+        pool.reset()
+    async with gateway.client() as http:  # back: the session is as it was, no prompt ran
+        assert (await http.get("/healthz")).status_code == 200
+        detail = (await http.get(f"/v1/sessions/{sid}")).json()
+        assert detail["state"] == "idle" and detail["turns"] == 0
+
+
+async def test_nats_unreachable_makes_health_degraded_and_commands_503(
+    gateway: GatewayUnderTest,
+) -> None:
+    async with gateway.client() as http:
+        sid = (await http.post("/v1/sessions", json={"model": "mock:echo"})).json()["sessionId"]
+        await gateway.server.app.state.gateway.nc.close()
+        health = await http.get("/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "degraded"
+        reply = await http.post(f"/v1/sessions/{sid}/prompt", json={"text": "hi"})
+        assert reply.status_code == 503 and reply.json()["error"] == "unavailable"
+        assert (await http.get(f"/v1/sessions/{sid}")).json()["turns"] == 0  # reads still work
