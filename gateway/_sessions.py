@@ -69,6 +69,9 @@ _CONFLICTS = frozenset({"already_exists", "forbidden"})
 """A create refused because the id is taken (by this tenant or another: the answer is the
 same, so it tells nothing about other tenants)."""
 _STOP_WAIT_S = 10.0
+_STARTS_AT_ONCE = frozenset({"idle", "hibernated"})
+"""States in which a prompt starts a turn rather than waiting in the queue (a hibernated
+session is idle: it resumes and runs the prompt)."""
 
 
 async def _send(gateway: Gateway, tenant: str, sid: str, op: str, body: dict[str, Any]) -> str:
@@ -196,7 +199,7 @@ async def do_prompt(
     request_id = await _send(gateway, caller.tenant, sid, "prompt", {"text": body.text})
     await gateway.meter.count(caller.key_id, prompts=1)
     return PromptAccepted(
-        request_id=request_id, session_id=sid, queued=gateway_state(state) != "idle"
+        request_id=request_id, session_id=sid, queued=gateway_state(state) not in _STARTS_AT_ONCE
     )
 
 

@@ -22,6 +22,7 @@ from schemas import (
     SessionDetail,
     SessionStats,
     TokenUsageView,
+    ToolCallView,
 )
 
 __all__ = ["SessionReader", "gateway_state", "iso_ms"]
@@ -101,7 +102,15 @@ class SessionReader:
                 MessageView(
                     role=message.get("role", ""),
                     content=message.get("content"),
-                    tool_calls=message.get("tool_calls") or None,
+                    tool_calls=[
+                        ToolCallView(
+                            call_id=call.get("call_id", ""),
+                            name=call.get("name", ""),
+                            arguments=call.get("arguments"),
+                        )
+                        for call in message.get("tool_calls") or []
+                    ]
+                    or None,
                 )
             )
         return views

@@ -289,11 +289,20 @@ class SessionStats(GatewayModel):
     token_usage: TokenUsageView
 
 
+class ToolCallView(GatewayModel):
+    """A tool call of an assistant message, as `messages` on create takes it back."""
+
+    call_id: str
+    name: str
+    arguments: Any
+    """The arguments object (a string when the model sent arguments that were not JSON)."""
+
+
 class MessageView(GatewayModel):
     role: str
     content: str | None = None
     """None for an assistant message that only calls tools."""
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCallView] | None = None
 
 
 class MessageList(GatewayModel):

@@ -194,3 +194,20 @@ async def test_an_oversize_body_is_a_413_whether_announced_or_streamed(
         assert stats["promptCount"] == 0  # nothing was accepted
         small = await http.post(f"/v1/sessions/{sid}/prompt", json={"text": "hi"})
         assert small.status_code == 202
+
+
+async def test_messages_give_tool_calls_back_in_the_form_create_takes(
+    gateway: GatewayUnderTest,
+) -> None:
+    calls = [{"callId": "c1", "name": "grep", "arguments": {"pattern": "x", "maxCount": 2}}]
+    history = [
+        {"role": "user", "content": "find x"},
+        {"role": "assistant", "toolCalls": calls},
+        {"role": "tool_result", "callId": "c1", "name": "grep", "content": "no match"},
+    ]
+    sid = await _create(gateway, messages=history)
+    async with gateway.client() as http:
+        messages = (await http.get(f"/v1/sessions/{sid}/messages")).json()["messages"]
+    assert messages[1]["role"] == "assistant"
+    assert messages[1]["toolCalls"] == calls  # arguments are the tool's own, kept as they are
+    assert messages[2]["content"] == "no match"
