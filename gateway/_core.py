@@ -89,7 +89,7 @@ class Gateway:
                 rpm=config.rate_limit_rpm,
                 burst=config.rate_limit_burst or None,
             ),
-            meter=Meter(redis, key_prefix=prefix),
+            meter=Meter(redis, key_prefix=prefix, turn_memory_s=settings.event_max_age_s),
             registry=registry,
         )
         gateway._start_background()

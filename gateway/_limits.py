@@ -5,6 +5,8 @@ Keys (`key_id` is the hex id of an API key's digest, never the key itself):
     {prefix}:gw:rl:{key_id}       string: the bucket's theoretical arrival time, µs (GCRA)
     {prefix}:gw:meter:{key_id}    hash: requests, prompts, tokens, cost_usd
     {prefix}:gw:meter-keys        set: every key id the meter has counted
+    {prefix}:gw:metered:{seq}     string: the turn (agent_end event) of that FLOTILLA_EVT
+                                  sequence is in a meter already (expires with the event)
 
 `admit` touches the three keys in one script, so on a Redis Cluster they would have to share
 a slot; like the rest of the fleet's Redis layout outside sessions, this targets one Redis.
@@ -33,7 +35,8 @@ LIMITER_SECONDS = Histogram(
 )
 USAGE_EVENTS = Counter(
     "flotilla_gateway_usage_events_total",
-    "agent_end events seen by the meter: metered, or unowned (no gateway key owns the session)",
+    "agent_end events seen by the meter: metered, unowned (no gateway key owns the session) "
+    "or repeat (a redelivery, already metered)",
     ["outcome"],
 )
 METERED_TOKENS = Counter("flotilla_gateway_metered_tokens_total", "Tokens metered to API keys")
@@ -66,6 +69,17 @@ end
 return -1
 """
 
+# A turn's usage, counted once: KEYS: the turn's marker, meter hash, meter key set; ARGV:
+# marker ttl (s), key id, tokens, cost. A redelivered agent_end finds its marker and
+# changes nothing. Returns 1 when counted, 0 for a repeat.
+_COUNT_TURN = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('HINCRBY', KEYS[2], 'tokens', ARGV[3])
+redis.call('HINCRBYFLOAT', KEYS[2], 'cost_usd', ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class _Keys:
@@ -80,6 +94,9 @@ class _Keys:
     @property
     def meter_keys(self) -> str:
         return f"{self.prefix}:gw:meter-keys"
+
+    def metered(self, seq: int) -> str:
+        return f"{self.prefix}:gw:metered:{int(seq)}"
 
 
 def _checked(key_id: str) -> str:
@@ -144,9 +161,22 @@ class RateLimiter:
 class Meter:
     """Per key counters of requests, prompts, tokens and cost, shared by every replica."""
 
-    def __init__(self, redis: aioredis.Redis, *, key_prefix: str) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, *, key_prefix: str, turn_memory_s: float = 24 * 3600.0
+    ) -> None:
         self._redis = redis
         self._keys = _Keys(key_prefix)
+        self._turn_memory_s = max(1, int(turn_memory_s))
+        self._count_turn = redis.register_script(_COUNT_TURN)
+
+    async def count_turn(self, key_id: str, seq: int, *, tokens: int, cost_usd: float) -> bool:
+        """Add one turn's tokens and cost, once per `seq` (the agent_end's FLOTILLA_EVT
+        sequence): a redelivery of the same event counts nothing. The marker is kept for
+        `turn_memory_s`, the event stream's retention, beyond which no redelivery comes.
+        Returns whether it counted."""
+        keys = [self._keys.metered(seq), self._keys.meter(key_id), self._keys.meter_keys]
+        args = [self._turn_memory_s, key_id, int(tokens), repr(float(cost_usd))]
+        return bool(await self._count_turn(keys=keys, args=args))
 
     async def count(
         self,
@@ -204,7 +234,13 @@ def usage_handler(
             USAGE_EVENTS.labels("unowned").inc()
             return
         usage = Usage.model_validate(event.data.get("usage") or {})
-        await meter.count(key_id, tokens=usage.total_tokens, cost_usd=usage.cost_usd)
+        if event.seq is None:  # not read from the stream: nothing to tell repeats by
+            await meter.count(key_id, tokens=usage.total_tokens, cost_usd=usage.cost_usd)
+        elif not await meter.count_turn(
+            key_id, event.seq, tokens=usage.total_tokens, cost_usd=usage.cost_usd
+        ):
+            USAGE_EVENTS.labels("repeat").inc()
+            return
         USAGE_EVENTS.labels("metered").inc()
         METERED_TOKENS.inc(usage.total_tokens)
         METERED_COST.inc(usage.cost_usd)

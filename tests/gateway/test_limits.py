@@ -137,3 +137,15 @@ async def test_meter_cost_keeps_float_precision(redis: aioredis.Redis, prefix: s
     await asyncio.gather(*(meter.count(OTHER, cost_usd=0.000_001_5) for _ in range(100)))
     assert (await meter.usage(KEY))["cost_usd"] == pytest.approx(1.0, abs=1e-12)
     assert (await meter.usage(OTHER))["cost_usd"] == pytest.approx(0.000_15, rel=1e-12)
+
+
+async def test_a_turn_is_metered_once_however_often_it_is_delivered(
+    redis: aioredis.Redis, prefix: str
+) -> None:
+    meter = Meter(redis, key_prefix=prefix, turn_memory_s=60)
+    assert await meter.count_turn(KEY, 41, tokens=100, cost_usd=0.25)
+    assert not await meter.count_turn(KEY, 41, tokens=100, cost_usd=0.25)  # redelivered
+    assert await meter.count_turn(KEY, 42, tokens=5, cost_usd=1e-05)  # the next turn
+    usage = await meter.usage(KEY)
+    assert (usage["tokens"], usage["cost_usd"]) == (105, pytest.approx(0.25001))
+    assert 0 < await redis.ttl(f"{prefix}:gw:metered:41") <= 60

@@ -267,3 +267,19 @@ async def test_the_watch_survives_a_nats_reconnect(fleet: Harness, watchers: Wat
         await watchers.close()
         await nc.close()
         await link.close()
+
+
+async def test_a_redelivered_agent_end_is_not_metered_twice(fleet: Harness) -> None:
+    meter = Meter(fleet.redis, key_prefix=fleet.settings.redis_prefix)
+
+    async def owner(sid: str) -> str | None:
+        return KEY
+
+    meter_usage = usage_handler(meter, owner)
+    usage = {"total_tokens": 30, "cost_usd": 0.5}
+    data = {"reason": "finished", "last_message": None, "usage": usage}
+    end = Event(type="agent_end", sid="s1", tenant="acme", ts=1, data=data, seq=7)
+    for _ in range(3):  # a handler that failed after counting gets the event again
+        await meter_usage(end)
+    await meter_usage(end.model_copy(update={"seq": 8}))  # another turn
+    assert (await meter.usage(KEY))["tokens"] == 60
