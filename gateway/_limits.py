@@ -175,7 +175,7 @@ class Meter:
         `turn_memory_s`, the event stream's retention, beyond which no redelivery comes.
         Returns whether it counted."""
         keys = [self._keys.metered(seq), self._keys.meter(key_id), self._keys.meter_keys]
-        args = [self._turn_memory_s, key_id, int(tokens), repr(float(cost_usd))]
+        args: list[str | int] = [self._turn_memory_s, key_id, int(tokens), repr(float(cost_usd))]
         return bool(await self._count_turn(keys=keys, args=args))
 
     async def count(
