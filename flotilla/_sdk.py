@@ -4,6 +4,7 @@ over plain NATS subjects. Any other language can do the same with its NATS clien
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -224,6 +225,9 @@ class Session:
         self.fleet = fleet
         self.sid = sid
         self._events: asyncio.Queue[Event] = asyncio.Queue(SESSION_BUFFER)
+        self._held: collections.deque[Event] = collections.deque()
+        """Events a `wait_for` passed over because they belong to another request; the next
+        reads take them first, in their order."""
         self._sub: Subscription | None = None
         self.dropped = 0
         self.last_prompt_id: str | None = None
@@ -274,18 +278,25 @@ class Session:
         last = end.data.get("last_message") or {}
         return str(last.get("content", ""))
 
+    async def _next(self) -> Event:
+        return self._held.popleft() if self._held else await self._events.get()
+
     async def wait_for(
         self, types: set[str] | frozenset[str], *, request_id: str | None, timeout: float
     ) -> Event:
         """The next buffered event of one of `types` (for `request_id` when given).
 
-        An `error` event for `request_id` raises CommandError instead.
+        The events of `request_id` before it are consumed; those of other requests stay
+        buffered for later reads (waiting for a checkpoint does not lose the end of a turn
+        that finished meanwhile). An `error` event for `request_id` raises CommandError.
         """
+        passed: list[Event] = []
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    event = await self._events.get()
+                    event = await self._next()
                     if request_id is not None and event.request_id != request_id:
+                        passed.append(event)
                         continue
                     if event.type == "error" and event.type not in types:
                         raise CommandError(
@@ -299,6 +310,16 @@ class Session:
             raise ReplyTimeout(
                 f"no {sorted(types)} for session {self.sid} within {timeout} s"
             ) from None
+        finally:
+            self._hold(passed)
+
+    def _hold(self, events: list[Event]) -> None:
+        """Put `events` back at the front; past SESSION_BUFFER held, the oldest go (counted
+        in `dropped`, like an overflowing buffer)."""
+        self._held.extendleft(reversed(events))
+        while len(self._held) > SESSION_BUFFER:
+            self._held.popleft()
+            self.dropped += 1
 
     def subscribe(
         self, *, since: int | None = None, channel: str | None = None
@@ -368,7 +389,7 @@ class Session:
         """The next buffered event of this session, whatever its type."""
         try:
             async with asyncio.timeout(timeout):
-                return await self._events.get()
+                return await self._next()
         except TimeoutError:
             raise ReplyTimeout(f"no event for session {self.sid} within {timeout} s") from None
 

@@ -8,7 +8,7 @@ import pytest
 
 from flotilla import CommandError
 from schemas import Event
-from tests.conftest import Harness
+from tests.conftest import Harness, eventually
 
 
 async def _until(stream: Any, done: Any) -> list[Event]:
@@ -75,3 +75,20 @@ async def test_a_command_over_the_nats_payload_limit_is_refused_at_send(fleet: H
     assert info.value.code == "too_large"
     await session.prompt("small")
     assert await session.collect_reply(timeout=5) == "echo: small"
+
+
+async def test_waiting_for_one_request_keeps_the_events_of_another(fleet: Harness) -> None:
+    assert fleet.fleet is not None
+    session = await fleet.fleet.create_agent(
+        model="mock:script", provider_opts={"script": [{"text": "the answer"}]}
+    )
+    prompt_id = await session.prompt("question")
+
+    async def turn_over() -> bool:  # the whole turn is in the session's buffer
+        return (await fleet.state(session.sid))["turns"] == 1 and not session._events.empty()
+
+    await eventually(turn_over, what="the turn to end")
+    await session.checkpoint("after")  # passes over every event of the turn to find its own
+    assert await session.collect_reply(timeout=5) == "the answer"
+    assert session.last_prompt_id == prompt_id
+    await session.close()
