@@ -199,7 +199,8 @@ class SessionActor:
             await self.hibernate(request_id)
 
     def linger(self, task: asyncio.Task[Any]) -> None:
-        """Keep a tool call the user chose not to kill running; its result is dropped."""
+        """Keep a tool call the user chose not to kill running (cancelled if the session
+        leaves this worker)."""
         self._lingering.add(task)
         task.add_done_callback(self._lingering.discard)
 

@@ -95,7 +95,7 @@ class ToolBatch:
                 if self._abort is not None:
                     break
         finally:
-            await self._stop_tasks()
+            await self._stop_tasks(rid)
         if self._abort is not None:
             return AbortTurn(self._abort)
         if any(r.status == "awaiting" for r in self._records):
@@ -382,13 +382,15 @@ class ToolBatch:
             request_id=rid,
         )
 
-    async def _stop_tasks(self) -> None:
+    async def _stop_tasks(self, rid: str | None) -> None:
         """On the way out (done, aborted or cancelled): kill or hand over what still runs."""
         detach = self._turn.detach
         killed: list[asyncio.Task[ToolResult]] = []
         for call_id, task in self._tasks.items():
             if call_id in detach:
-                self._actor.linger(task)
+                self._actor.linger(
+                    _announced_when_done(self._actor, task, self._record(call_id), rid)
+                )
             else:
                 task.cancel()
                 killed.append(task)
@@ -415,6 +417,24 @@ class ToolBatch:
         _metrics.TOOL_CALLS.labels(
             _metrics.tool_label(record.name), "error" if result.is_error else "ok"
         ).inc()
+
+
+def _announced_when_done(
+    actor: SessionActor, task: asyncio.Task[ToolResult], record: ToolCallRecord, rid: str | None
+) -> asyncio.Task[None]:
+    """A call an abort left running: when it ends, its `tool_execution_end` closes the
+    `tool_execution_start` clients saw. Its result reaches no history (the turn is over)."""
+
+    async def finish() -> None:
+        try:
+            result = await task
+        except Exception as exc:  # a tool's own failures are results; this is a bug's
+            result = ToolResult.error(f"the tool failed: {type(exc).__name__}")
+        record.result, record.is_error, record.ended_ms = result.text, result.is_error, now_ms()
+        if actor.state is not None:  # stopped meanwhile: nobody to tell
+            await announce_end(actor, record, rid)
+
+    return asyncio.create_task(finish(), name=f"detached {record.name} {record.call_id}")
 
 
 async def announce_end(actor: SessionActor, record: ToolCallRecord, rid: str | None) -> None:

@@ -236,14 +236,21 @@ async def test_abort_by_default_lets_an_immune_tool_finish_unrecorded(
         interrupt_immune_tools=["wait"],
     )
     await session.prompt("go")
-    await until(session, "tool_execution_start")
+    started = (await until(session, "tool_execution_start"))[-1].data
     await session.abort()
     events = await until(session, "agent_abort")
+    # the call runs on; its end closes the start clients saw, after the turn's end
+    events += await until(session, "tool_execution_end")
+    assert not of_type(events, "tool_killed")
+    end = of_type(events, "tool_execution_end")[0]
+    assert (end["call_id"], end["status"]) == (started["call_id"], "ok")
     await session.prompt("again")
     events += await until_end(session)
-    assert not of_type(events, "tool_killed")
-    assert not of_type(events, "tool_execution_end"), "its result is dropped, never announced"
     assert events[-1].data["last_message"]["content"] == "next turn"
+    history = await tools_fleet.history(session.sid)  # its result reached no history:
+    results = [m["content"] for m in history if m.get("call_id") == started["call_id"]]
+    assert results == ["aborted: user_cancelled"]  # the abort's placeholder stands
+    assert end["result"] not in results
 
 
 async def test_a_session_hibernated_while_awaiting_approval_resumes_on_approve(
