@@ -41,3 +41,9 @@ class RedisKeys:
     def hibernation(self) -> str:
         """Sorted set: `tenant.sid` of idle sessions → when hibernation is due (ms)."""
         return f"{self.prefix}:hibernate-at"
+
+    @property
+    def approval_timeouts(self) -> str:
+        """Sorted set: `tenant.sid` of sessions with approvals that time out → the earliest
+        deadline (ms); the router expires those of sessions no worker holds."""
+        return f"{self.prefix}:approval-timeout-at"

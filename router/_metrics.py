@@ -12,6 +12,11 @@ SHARD_MOVES = Counter(
 HIBERNATIONS = Counter(
     "flotilla_router_hibernations_requested_total", "hibernate commands sent by the sweep"
 )
+APPROVAL_TIMEOUTS = Counter(
+    "flotilla_router_approval_timeouts_sent_total",
+    "Timeout rejects sent by the sweep for approvals past their deadline (deduplicated with "
+    "the owning worker's own)",
+)
 LEADER_CHANGES = Counter(
     "flotilla_router_leadership_acquired_total", "Times this replica became leader"
 )

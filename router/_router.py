@@ -32,6 +32,7 @@ from flotilla.settings import Settings
 from router import _metrics
 from router._placement import place_shards
 from router._registry import RegistryServer
+from schemas import approval_timeout
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class Router:
                     if time.monotonic() - last_sweep >= self.settings.sweep_interval_s:
                         last_sweep = time.monotonic()
                         await self._sweep(js, redis)
+                        await self._expire_approvals(js, redis)
             except Exception as exc:
                 log.warning("router tick failed: %r", exc)
             with contextlib.suppress(TimeoutError):
@@ -250,6 +252,36 @@ class Router:
             _metrics.SHARD_MOVES.labels(cause).inc()
 
     # -- hibernation -------------------------------------------------------------------------
+    async def _expire_approvals(self, js: JetStreamContext, redis: aioredis.Redis) -> None:
+        """Send the timeout `reject` of every approval past its deadline in sessions that
+        are due on the schedule. The owning worker's timer sends the same message (one
+        `Nats-Msg-Id`), so this only matters when no worker holds the session: hibernated,
+        or suspended on a worker that died."""
+        keys = RedisKeys(self.settings.redis_prefix)
+        now = int(time.time() * 1000)
+        due: Any = await redis.zrangebyscore(
+            keys.approval_timeouts, "-inf", now, start=0, num=SWEEP_BATCH, withscores=True
+        )
+        if not due:
+            return
+        argv: list[str] = []
+        for member, score in due:
+            tenant, _, sid = member.decode().partition(".")
+            raw = await redis.hget(keys.state(sid), "d")
+            state: dict[str, Any] = orjson.loads(raw) if raw is not None else {}
+            for approval in state.get("pending_approvals") or []:
+                expires = approval.get("expires_ms")
+                if expires and expires <= now and approval.get("decision") is None:
+                    body, msg_id = approval_timeout(sid, approval["approval_id"])
+                    await js.publish(
+                        self._subjects.cmd(tenant, sid, "reject"),
+                        orjson.dumps(body),
+                        headers={"Nats-Msg-Id": msg_id},
+                    )
+                    _metrics.APPROVAL_TIMEOUTS.inc()
+            argv += [member.decode(), str(int(score))]  # the worker's next save reschedules
+        await redis.eval(_UNSCHEDULE, 1, keys.approval_timeouts, *argv)
+
     async def _sweep(self, js: JetStreamContext, redis: aioredis.Redis) -> None:
         """Send `hibernate` to idle sessions whose deadline passed (through the command path)."""
         key = RedisKeys(self.settings.redis_prefix).hibernation

@@ -12,6 +12,7 @@ from schemas._audit import (
 )
 from schemas._base import SCHEMA_VERSION, WireModel
 from schemas._commands import (
+    APPROVAL_TIMEOUT,
     COMMAND_ADAPTER,
     COMMAND_OPS,
     Abort,
@@ -30,6 +31,7 @@ from schemas._commands import (
     Stop,
     SwitchModel,
     UpdatePluginOpts,
+    approval_timeout,
 )
 from schemas._events import (
     EVENT_ADAPTER,
@@ -131,6 +133,7 @@ from schemas._state import (
 from schemas._subjects import CHANNELS, ShardedCommandSubject, Subjects
 
 __all__ = [
+    "APPROVAL_TIMEOUT",
     "AUDIT_ACTIONS",
     "AUDIT_SCHEMA_VERSION",
     "CHANNELS",
@@ -234,6 +237,7 @@ __all__ = [
     "Webhook",
     "WebhookSpec",
     "WireModel",
+    "approval_timeout",
     "canonical_tool_name",
     "channel_of",
     "export_json_schemas",

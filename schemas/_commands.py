@@ -66,6 +66,24 @@ class Reject(_Command):
     auto_resume: bool = False
 
 
+APPROVAL_TIMEOUT = "approval_timeout"
+"""The `reason` of the `reject` that expires an approval."""
+
+
+def approval_timeout(sid: str, approval_id: str) -> tuple[dict[str, Any], str]:
+    """The `reject` that expires an approval, and its `Nats-Msg-Id`. Whoever sends it (the
+    owning worker's timer, or the router's sweep for a session no worker holds) sends the
+    same message, so JetStream keeps one."""
+    body = {
+        "op": "reject",
+        "id": f"{approval_id}.timeout",
+        "approval_id": approval_id,
+        "reason": APPROVAL_TIMEOUT,
+        "auto_resume": True,
+    }
+    return body, f"{sid}.{approval_id}.timeout"
+
+
 class Respond(_Command):
     op: Literal["respond"] = "respond"
     ref: Token

@@ -323,6 +323,14 @@ class SessionActor:
                     active=(state.current is not None and not state.current.suspended)
                     or bool(state.prompt_queue),
                     hibernate_at_ms=state.last_active_ms + after if idle else None,
+                    timeout_at_ms=min(
+                        (
+                            a.expires_ms
+                            for a in state.pending_approvals
+                            if a.expires_ms and a.decision is None
+                        ),
+                        default=None,
+                    ),
                 )
             )
             try:

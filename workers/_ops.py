@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 import orjson
 
 from schemas import (
+    APPROVAL_TIMEOUT,
     Abort,
     Approve,
     AttachTool,
@@ -38,7 +39,6 @@ from workers import _audit, _checkpoints, _metrics, _turn_end
 from workers._batch import announce_end
 from workers._delivery import Delivery
 from workers._sessions import create_session
-from workers._timers import APPROVAL_TIMEOUT
 from workers._turn import TurnRunner
 from workers.errors import CommandRejected
 from workers.plugins import Abort as AbortAction
@@ -298,8 +298,11 @@ async def approve(actor: SessionActor, command: Approve, delivery: Delivery, rid
 
 async def reject(actor: SessionActor, command: Reject, delivery: Delivery, rid: str) -> None:
     state = _state(actor)
-    approval = _approval(actor, command.approval_id)
     timed_out = command.reason == APPROVAL_TIMEOUT
+    if timed_out and not any(a.approval_id == command.approval_id for a in state.pending_approvals):
+        await actor.commit(delivery, "moot")  # resolved before its deadline: nothing to do
+        return
+    approval = _approval(actor, command.approval_id)
     record = _record(actor, approval.call_id)
     record.status = "done"
     record.is_error = True

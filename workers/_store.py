@@ -93,18 +93,15 @@ class SessionStore:
         tenant: str,
         active: bool,
         hibernate_at_ms: int | None,
+        timeout_at_ms: int | None = None,
     ) -> int:
         """Compare-and-set the state (and append history); returns the new version.
 
-        Also keeps two indexes: the shard's set of sessions with an unfinished turn (read by
-        a new owner to resume them) and the hibernation schedule (read by the router).
+        Also keeps three indexes: the shard's set of sessions with an unfinished turn (read
+        by a new owner to resume them), and the hibernation and approval-timeout schedules
+        (read by the router).
         """
         member = f"{tenant}.{sid}"
-        schedule: tuple[str, tuple[Any, ...]] = (
-            ("zadd", (self.keys.hibernation, {member: hibernate_at_ms}))
-            if hibernate_at_ms is not None
-            else ("zrem", (self.keys.hibernation, member))
-        )
         result = await self._call_many(
             [
                 (
@@ -122,7 +119,8 @@ class SessionStore:
                     ),
                 ),
                 ("sadd" if active else "srem", (self.keys.active(shard), sid)),
-                schedule,
+                _schedule(self.keys.hibernation, member, hibernate_at_ms),
+                _schedule(self.keys.approval_timeouts, member, timeout_at_ms),
             ]
         )
         new_version = int(result[0])
@@ -149,6 +147,7 @@ class SessionStore:
                 ),
                 ("srem", (self.keys.active(shard), sid)),
                 ("zrem", (self.keys.hibernation, f"{tenant}.{sid}")),
+                ("zrem", (self.keys.approval_timeouts, f"{tenant}.{sid}")),
             ]
         )
         if int(result[0]) == -1:
@@ -213,3 +212,8 @@ class SessionStore:
                 future.set_exception(error)
             else:
                 future.set_result(mine)
+
+
+def _schedule(key: str, member: str, at_ms: int | None) -> tuple[str, tuple[Any, ...]]:
+    """The write that puts `member` on a schedule at `at_ms`, or takes it off (None)."""
+    return ("zadd", (key, {member: at_ms})) if at_ms is not None else ("zrem", (key, member))

@@ -6,12 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from schemas import SessionState
+from schemas import SessionState, approval_timeout
 from workers._context import WorkerContext
 from workers._events import now_ms
-
-APPROVAL_TIMEOUT = "approval_timeout"
-"""The `reason` of the `reject` a timeout publishes."""
 
 
 class ApprovalTimers:
@@ -44,16 +41,7 @@ class ApprovalTimers:
         await asyncio.sleep(delay)
         if not self._resident():
             return
+        body, msg_id = approval_timeout(self._sid, approval_id)
         await self._ctx.commands.publish(
-            tenant=tenant,
-            sid=self._sid,
-            op="reject",
-            body={
-                "op": "reject",
-                "id": f"{approval_id}.timeout",
-                "approval_id": approval_id,
-                "reason": APPROVAL_TIMEOUT,
-                "auto_resume": True,
-            },
-            msg_id=f"{self._sid}.{approval_id}.timeout",
+            tenant=tenant, sid=self._sid, op="reject", body=body, msg_id=msg_id
         )

@@ -10,6 +10,8 @@ import pytest
 
 from flotilla import CommandError, Session
 from flotilla.errors import ConfigurationError
+from flotilla.keys import RedisKeys
+from schemas import approval_timeout
 from tests.conftest import Harness
 from tests.engine_helpers import call, of_type, script, until, until_end
 from tests.workers.engine_tools import CUSTOM_TOOLS
@@ -303,6 +305,52 @@ async def test_an_unanswered_approval_times_out_and_the_llm_is_told(fleet: Harne
     results = [m for m in await fleet.history(session.sid) if m["role"] == "tool_result"]
     assert results[0]["is_error"] and results[0]["content"].startswith("not approved in time")
     assert not of_type(events, "tool_execution_start"), "the call never ran"
+
+
+async def test_an_approval_of_a_hibernated_session_still_times_out(fleet: Harness) -> None:
+    session = await _session(
+        fleet,
+        {"tool_calls": [WRITE]},
+        {"text": "understood"},
+        tools=["write_file"],
+        plugins=_approving("write_file", timeout_ms=1500),
+    )
+    await session.prompt("go")
+    await until(session, "approval_required")
+    await session.hibernate()  # no worker holds it now: no timer runs
+    await until(session, "session_hibernated")
+    events = await until_end(session, timeout=10)  # and no command is sent to wake it
+    resolved = of_type(events, "approval_resolved")
+    assert [(r["status"], r["kind"]) for r in resolved] == [("rejected", "timeout")]
+    assert events[-1].data["last_message"]["content"] == "understood"
+    keys = RedisKeys(fleet.settings.redis_prefix)
+    assert await fleet.redis.zscore(keys.approval_timeouts, f"acme.{session.sid}") is None
+
+
+async def test_an_approval_answered_in_time_leaves_no_timeout_behind(fleet: Harness) -> None:
+    session = await _session(
+        fleet,
+        {"tool_calls": [WRITE]},
+        {"text": "written"},
+        tools=["write_file"],
+        plugins=_approving("write_file", timeout_ms=600),
+    )
+    await session.prompt("go")
+    asked = (await until(session, "approval_required"))[-1].data
+    keys = RedisKeys(fleet.settings.redis_prefix)
+    member = f"acme.{session.sid}"
+    assert await fleet.redis.zscore(keys.approval_timeouts, member) is not None
+    await session.approve(asked["approval_id"])
+    events = await until_end(session)
+    assert await fleet.redis.zscore(keys.approval_timeouts, member) is None
+    assert [r["status"] for r in of_type(events, "approval_resolved")] == ["approved"]
+    # a timeout arriving late anyway (a timer that fired before the approval) is moot
+    body, _ = approval_timeout(session.sid, asked["approval_id"])
+    late = await session.send("reject", **{k: v for k, v in body.items() if k != "op"})
+    await session.prompt("again")
+    events = await until_end(session)
+    assert not [e for e in events if e.type == "error" and e.request_id == late]
+    assert await fleet.history(session.sid)  # the session carried on
 
 
 # -- compaction -------------------------------------------------------------------------------
