@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -9,6 +10,7 @@ import hiredis
 import nats
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
+from redis.exceptions import MaxConnectionsError
 
 from flotilla.errors import UnavailableError
 from flotilla.settings import Settings
@@ -61,7 +63,8 @@ class _QueueingPool(aioredis.BlockingConnectionPool):
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         if not self._waiting and self.can_get_connection():
-            return await aioredis.ConnectionPool.get_connection(self)  # type: ignore[no-untyped-call]
+            with contextlib.suppress(MaxConnectionsError):  # taken meanwhile: wait below
+                return await aioredis.ConnectionPool.get_connection(self)  # type: ignore[no-untyped-call]
         self._waiting += 1
         try:
             return await super().get_connection()  # type: ignore[no-untyped-call]
@@ -71,8 +74,11 @@ class _QueueingPool(aioredis.BlockingConnectionPool):
     async def release(self, connection: Any) -> None:
         if self._waiting:
             await super().release(connection)
-        else:
-            await aioredis.ConnectionPool.release(self, connection)
+            return
+        await aioredis.ConnectionPool.release(self, connection)
+        if self._waiting:  # one started waiting while this release awaited
+            async with self._condition:
+                self._condition.notify()
 
 
 def connect_redis(settings: Settings) -> aioredis.Redis:
