@@ -233,10 +233,10 @@ def usage_handler(
         if key_id is None:
             USAGE_EVENTS.labels("unowned").inc()
             return
+        if event.seq is None:
+            raise ValueError("the meter takes agent_end events read from the stream (with seq)")
         usage = Usage.model_validate(event.data.get("usage") or {})
-        if event.seq is None:  # not read from the stream: nothing to tell repeats by
-            await meter.count(key_id, tokens=usage.total_tokens, cost_usd=usage.cost_usd)
-        elif not await meter.count_turn(
+        if not await meter.count_turn(
             key_id, event.seq, tokens=usage.total_tokens, cost_usd=usage.cost_usd
         ):
             USAGE_EVENTS.labels("repeat").inc()

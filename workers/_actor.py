@@ -70,6 +70,8 @@ class SessionActor:
         self.history_chars = 0
         self._unsaved: list[bytes] = []
         self._keep = -1
+        self._timeout_at: int | None = None
+        """The approval-timeout schedule entry as last written (saves write it on change)."""
         self._save_lock = asyncio.Lock()
         self.turn: TurnRunner | None = None
         self.hibernation: str | None = None
@@ -218,6 +220,7 @@ class SessionActor:
             return
         state = self.state = SessionState.model_validate_json(loaded.state)
         self.version = loaded.version
+        self._timeout_at = _earliest_timeout(state)  # what the save of this state wrote
         self.history = [orjson.loads(raw) for raw in loaded.history[: state.history_len]]
         self.history_chars = sum(len(m.get("content") or "") for m in self.history)
         if len(loaded.history) != state.history_len:
@@ -310,6 +313,7 @@ class SessionActor:
             keep, self._keep = self._keep, -1
             idle = state.current is None and state.status == "idle"
             after = state.options.hibernate_after_ms or self._ctx.settings.hibernate_after_ms
+            timeout_at = _earliest_timeout(state)
             write = asyncio.ensure_future(
                 self._ctx.store.save(
                     self.sid,
@@ -323,14 +327,8 @@ class SessionActor:
                     active=(state.current is not None and not state.current.suspended)
                     or bool(state.prompt_queue),
                     hibernate_at_ms=state.last_active_ms + after if idle else None,
-                    timeout_at_ms=min(
-                        (
-                            a.expires_ms
-                            for a in state.pending_approvals
-                            if a.expires_ms and a.decision is None
-                        ),
-                        default=None,
-                    ),
+                    timeout_at_ms=timeout_at,
+                    reschedule_timeout=timeout_at != self._timeout_at,
                 )
             )
             try:
@@ -338,7 +336,9 @@ class SessionActor:
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     self.version = await write
+                    self._timeout_at = timeout_at
                 raise
+            self._timeout_at = timeout_at
 
     async def emit(
         self,
@@ -550,3 +550,11 @@ class SessionActor:
         self.history_chars = 0
         self.version = 0
         self._workspace = None
+
+
+def _earliest_timeout(state: SessionState) -> int | None:
+    """When the session's first undecided approval times out (ms), if any does."""
+    deadlines = [
+        a.expires_ms for a in state.pending_approvals if a.expires_ms and a.decision is None
+    ]
+    return min(deadlines, default=None)

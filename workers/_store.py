@@ -94,35 +94,37 @@ class SessionStore:
         active: bool,
         hibernate_at_ms: int | None,
         timeout_at_ms: int | None = None,
+        reschedule_timeout: bool = True,
     ) -> int:
         """Compare-and-set the state (and append history); returns the new version.
 
         Also keeps three indexes: the shard's set of sessions with an unfinished turn (read
         by a new owner to resume them), and the hibernation and approval-timeout schedules
-        (read by the router).
+        (read by the router). The approval-timeout entry is written only when
+        `reschedule_timeout`: most saves leave it as it was.
         """
         member = f"{tenant}.{sid}"
-        result = await self._call_many(
-            [
+        calls: list[tuple[str, Sequence[Any]]] = [
+            (
+                "evalsha",
                 (
-                    "evalsha",
-                    (
-                        self._sha["SAVE"],
-                        2,
-                        self.keys.state(sid),
-                        self.keys.history(sid),
-                        epoch,
-                        version,
-                        state,
-                        keep,
-                        *append,
-                    ),
+                    self._sha["SAVE"],
+                    2,
+                    self.keys.state(sid),
+                    self.keys.history(sid),
+                    epoch,
+                    version,
+                    state,
+                    keep,
+                    *append,
                 ),
-                ("sadd" if active else "srem", (self.keys.active(shard), sid)),
-                _schedule(self.keys.hibernation, member, hibernate_at_ms),
-                _schedule(self.keys.approval_timeouts, member, timeout_at_ms),
-            ]
-        )
+            ),
+            ("sadd" if active else "srem", (self.keys.active(shard), sid)),
+            _schedule(self.keys.hibernation, member, hibernate_at_ms),
+        ]
+        if reschedule_timeout:
+            calls.append(_schedule(self.keys.approval_timeouts, member, timeout_at_ms))
+        result = await self._call_many(calls)
         new_version = int(result[0])
         if new_version == -1:
             raise Fenced(f"session {sid}: epoch {epoch} is stale")
