@@ -53,7 +53,7 @@ async def main(fleet: Fleet) -> list[Event]:
     for event in events:
         if event.type in ("agent_end", "agent_abort"):
             print(f"  {event.type}: {event.data.get('reason')}")
-        elif event.type == "plugin_opts_updated":
+        elif event.type in ("plugin_opts_updated", "cost_warning"):
             print(f"  {event.type}: {event.data}")
         elif event.type == "plugin_event":
             print(f"  {event.data['kind']}: {event.data['payload']}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from examples._run import run_example, turn_events
+from examples._run import TURN_END, read_until, run_example, turn_events
 from flotilla import Fleet
 from schemas import Event
 
@@ -62,7 +62,9 @@ async def main(fleet: Fleet, *, stop: bool = True) -> list[Event]:
     )
     try:
         await second.prompt("Write me a login page.")
-        events = await turn_events(second)
+        await turn_events(second)
+        # from its creation on: memory_loader reads the copied MEMORY.md at session_start
+        events = await read_until(second.subscribe(since=0), lambda e: e.type in TURN_END)
         for loaded in plugin_events(events, "memory_loaded"):
             print(f"{second.sid}: memory loaded from {loaded['files']} ({loaded['chars']} chars)")
         return events

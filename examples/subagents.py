@@ -1,7 +1,8 @@
 """Recipe 4, several agents: a parent hands work to sub-agents with the `task` tool.
 
-Each sub-agent runs as a session of its own (`<parent>-<hash>`) in the parent's group, on any
-worker, and its failure is only an error result for the parent. The parent's stream shows
+Each sub-agent runs as a session of its own (`<parent>-<random>`) in the parent's group, on
+any worker, under the parent's plugins, and stops once its task is done; its failure is only
+an error result for the parent. The parent's stream shows
 `subagent_start` / `subagent_end`; the group's stream shows every session at once, replayed
 here from the start of the stream once the parent has answered.
 
@@ -81,9 +82,7 @@ async def main(fleet: Fleet) -> list[Event]:
             lambda event: event.sid == parent.sid and event.type in TURN_END,
         )
     finally:
-        for child in children:
-            await (await fleet.session(child)).stop()
-        await parent.stop()
+        await parent.stop()  # each sub-agent stopped itself when its task ended
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from examples._run import run_example, turn_events
+from examples._run import TURN_END, read_until, run_example, turn_events
 from flotilla import Fleet
 from schemas import Event
 
@@ -115,7 +115,7 @@ async def publish_kb(fleet: Fleet) -> dict[str, str]:
 
 
 async def main(fleet: Fleet, *, user_tier: str = "free") -> list[Event]:
-    """One customer's refund request, approved; returns the turn's events.
+    """One customer's refund request, approved; returns the session's events.
 
     A "free" customer is routed to the small model; any other tier stays on the big one.
     """
@@ -139,7 +139,9 @@ async def main(fleet: Fleet, *, user_tier: str = "free") -> list[Event]:
 
     try:
         await session.prompt("I want a refund for order ORD-1042, it arrived broken.")
-        return await turn_events(session, on_event=on_event)
+        await turn_events(session, on_event=on_event)
+        # the whole session, from its creation: memory_loader read KB.md at session_start
+        return await read_until(session.subscribe(since=0), lambda e: e.type in TURN_END)
     finally:
         await session.stop()
 

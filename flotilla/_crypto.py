@@ -84,6 +84,15 @@ def seal_opts(opts: Mapping[str, Any], cipher: FleetCipher, *, profile: str) -> 
     }
 
 
+def plain_secrets(opts: Mapping[str, Any]) -> list[str]:
+    """The secret opts of `opts` whose values are not sealed (stored as they are)."""
+    return sorted(
+        name
+        for name, value in opts.items()
+        if is_secret_opt(name) and value is not None and not is_sealed(value)
+    )
+
+
 def open_opts(
     opts: Mapping[str, Any], cipher: FleetCipher | None, *, profile: str
 ) -> dict[str, Any]:

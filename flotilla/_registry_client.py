@@ -6,6 +6,8 @@ request itself carries no plain secret; without it the router seals them on arri
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import nats.errors
@@ -17,6 +19,12 @@ from flotilla._crypto import FleetCipher, seal_opts
 from flotilla.errors import FlotillaError, UnavailableError
 from flotilla.settings import Settings
 from schemas import ProviderProfile, RegistryReply, Subjects
+
+NO_RESPONDER_PAUSE_S = 0.1
+"""How long a request waits before asking again when no router has subscribed (yet)."""
+
+REQUIRE_SEALED = "Flotilla-Require-Sealed"
+"""Header of a `register` request: refuse to store a secret opt unencrypted."""
 
 
 class RegistryClient:
@@ -52,12 +60,19 @@ class RegistryClient:
         if self._owns_nc:
             await self._nc.drain()
 
-    async def register(self, profile: ProviderProfile) -> int:
-        """Create or replace a profile; returns the registry revision of the change."""
+    async def register(self, profile: ProviderProfile, *, allow_plaintext: bool = True) -> int:
+        """Create or replace a profile; returns the registry revision of the change.
+
+        `allow_plaintext=False`: the router refuses (`plaintext_refused`) to store a secret
+        opt it cannot seal (it has no fleet key), rather than keep it unencrypted.
+        """
         if self._cipher is not None:
             opts = seal_opts(profile.opts, self._cipher, profile=profile.name)
             profile = profile.model_copy(update={"opts": opts})
-        reply = await self._request("register", profile.model_dump_json(exclude_none=True))
+        headers = None if allow_plaintext else {REQUIRE_SEALED: "1"}
+        reply = await self._request(
+            "register", profile.model_dump_json(exclude_none=True), headers=headers
+        )
         return int(reply.revision or 0)
 
     async def unregister(self, name: str) -> int:
@@ -75,16 +90,26 @@ class RegistryClient:
         reply = await self._request("list", {"tenant": tenant} if tenant else {})
         return list(reply.profiles or [])
 
-    async def _request(self, verb: str, body: dict[str, Any] | str) -> RegistryReply:
+    async def _request(
+        self, verb: str, body: dict[str, Any] | str, *, headers: dict[str, str] | None = None
+    ) -> RegistryReply:
         payload = body.encode() if isinstance(body, str) else orjson.dumps(body)
-        try:
-            msg = await self._nc.request(
-                self._subjects.registry(verb), payload, timeout=self._timeout
-            )
-        except nats.errors.NoRespondersError:
-            raise UnavailableError("no router answers registry requests") from None
-        except nats.errors.TimeoutError:
-            raise UnavailableError(f"registry {verb} got no reply in {self._timeout} s") from None
+        deadline = time.monotonic() + self._timeout
+        while True:  # no responder for a moment: a router starting, or reconnecting to NATS
+            left = deadline - time.monotonic()
+            try:
+                msg = await self._nc.request(
+                    self._subjects.registry(verb), payload, timeout=max(left, 0.01), headers=headers
+                )
+                break
+            except nats.errors.NoRespondersError:
+                if left <= NO_RESPONDER_PAUSE_S:
+                    raise UnavailableError("no router answers registry requests") from None
+                await asyncio.sleep(NO_RESPONDER_PAUSE_S)
+            except nats.errors.TimeoutError:
+                raise UnavailableError(
+                    f"registry {verb} got no reply in {self._timeout} s"
+                ) from None
         reply = RegistryReply.model_validate_json(msg.data)
         if not reply.ok:
             raise FlotillaError(reply.message or verb, code=reply.error or "registry_error")

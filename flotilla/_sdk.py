@@ -20,24 +20,32 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, NotFoundError
 
 from flotilla._connect import connect_nats
+from flotilla._crypto import FleetCipher
+from flotilla._publish import publish_retrying
 from flotilla._registry_client import RegistryClient
+from flotilla._session_secrets import SEALED_OPS, seal_command
 from flotilla.errors import CommandError, ReplyTimeout, UnavailableError
 from flotilla.placement import Assignment, Heartbeat, parse_key
 from flotilla.settings import Settings
 from schemas import (
     COMMAND_OPS,
     DEFAULT_TENANT,
+    MAX_DEPTH,
+    Create,
     Event,
-    SessionOptions,
     Subjects,
+    deeper_than,
     new_command_id,
     new_session_id,
+    unknown_fields,
+    unknown_message,
 )
 
 __all__ = ["Fleet", "FleetStatus", "Session"]
 
 _END_TYPES = frozenset({"agent_end", "agent_abort"})
 SESSION_BUFFER = 10_000
+SEEN_IDS = 1_024
 
 
 @dataclass(frozen=True)
@@ -50,12 +58,22 @@ class FleetStatus:
 class Fleet:
     """A connection to a Flotilla fleet for one tenant."""
 
-    def __init__(self, nc: NATS, *, subjects: Subjects, tenant: str, owns_nc: bool) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        subjects: Subjects,
+        tenant: str,
+        owns_nc: bool,
+        cipher: FleetCipher | None = None,
+    ) -> None:
         self._nc = nc
         self._js = nc.jetstream()
         self.subjects = subjects
         self.tenant = tenant
         self._owns_nc = owns_nc
+        self._cipher = cipher
+        """The fleet key: secrets of session options are sealed before they are published."""
 
     @property
     def nc(self) -> NATS:
@@ -64,7 +82,7 @@ class Fleet:
 
     def registry(self) -> RegistryClient:
         """A provider registry client (PROTOCOL §7) on this connection."""
-        return RegistryClient(self._nc, subjects=self.subjects)
+        return RegistryClient(self._nc, subjects=self.subjects, cipher=self._cipher)
 
     @classmethod
     async def connect(
@@ -80,7 +98,13 @@ class Fleet:
             nats_url=nats_url, prefix=prefix
         )
         nc = await connect_nats(settings, name=f"flotilla-sdk {tenant}")
-        return cls(nc, subjects=settings.subjects, tenant=tenant, owns_nc=True)
+        return cls(
+            nc,
+            subjects=settings.subjects,
+            tenant=tenant,
+            owns_nc=True,
+            cipher=FleetCipher.from_setting(settings.fleet_key),
+        )
 
     async def close(self) -> None:
         if self._owns_nc:
@@ -101,10 +125,23 @@ class Fleet:
         command.setdefault("id", new_command_id())
         command.setdefault("ts", int(time.time() * 1000))
         command["op"] = op
+        if self._cipher is not None and op in SEALED_OPS:
+            command = seal_command(command, self._cipher, self.tenant)
+        if deeper_than(command):  # the fleet would refuse it: say so before publishing
+            raise CommandError(
+                f"a command may nest {MAX_DEPTH} arrays and objects deep at most",
+                code="invalid_command",
+                command_id=str(command["id"]),
+            )
         try:
-            await self._js.publish(
+            data = orjson.dumps(command)
+        except (orjson.JSONEncodeError, TypeError) as exc:
+            raise CommandError(f"the command is not JSON: {exc}", code="invalid_command") from None
+        try:
+            await publish_retrying(
+                self._js,
                 self.subjects.cmd(self.tenant, sid, op),
-                orjson.dumps(command),
+                data,
                 headers={"Nats-Msg-Id": str(command["id"])},
             )
         except nats.errors.MaxPayloadError as exc:
@@ -113,7 +150,7 @@ class Fleet:
                 code="too_large",
                 command_id=str(command["id"]),
             ) from None
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+        except nats.errors.Error as exc:  # after its retries (JetStream errors included)
             raise UnavailableError(f"the command stream did not confirm {op}: {exc!r}") from exc
         return str(command["id"])
 
@@ -121,7 +158,10 @@ class Fleet:
         self, *, session_id: str | None = None, timeout: float = 10.0, **options: Any
     ) -> Session:
         """Create a session (PROTOCOL §5 options) and wait until the fleet confirms it."""
-        SessionOptions.model_validate(options)  # fail fast, before anything is published
+        Create.model_validate(options)  # fail fast, before anything is published
+        unknown = unknown_fields(Create, options)
+        if unknown:
+            raise CommandError(unknown_message(unknown), code="invalid_command")
         session = Session(self, session_id or new_session_id())
         await session.open()
         command_id = await self.send(session.sid, "create", options)
@@ -150,13 +190,15 @@ class Fleet:
     ) -> AsyncIterator[Event]:
         """Events of a session, a group, a tenant or the whole fleet, live or from `since`.
 
-        With `since`, delivery starts right after that FLOTILLA_EVT sequence; a cursor older
-        than the retention window yields `stream_gap` first. Every event carries `seq`.
+        A session or a group is this handle's tenant's unless `tenant` names another (`"*"`:
+        every tenant's, for monitoring). With `since`, delivery starts right after that
+        FLOTILLA_EVT sequence; a cursor older than the retention window yields `stream_gap`
+        first. Every event carries `seq`.
         """
         if sid:
-            subject = self.subjects.evt_session(sid, channel)
-        elif group:  # of one tenant when `tenant` is given too
-            subject = self.subjects.evt_group(group, channel, tenant=tenant or "*")
+            subject = self.subjects.evt_session(sid, channel, tenant=tenant or self.tenant)
+        elif group:
+            subject = self.subjects.evt_group(group, channel, tenant=tenant or self.tenant)
         elif tenant:
             subject = self.subjects.evt_tenant(tenant, channel)
         else:
@@ -229,13 +271,17 @@ class Session:
         """Events a `wait_for` passed over because they belong to another request; the next
         reads take them first, in their order."""
         self._sub: Subscription | None = None
+        self._seen_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        """The last message ids heard: an event the fleet re-publishes after a failover
+        (same `Nats-Msg-Id`) is stored once by FLOTILLA_EVT, and shown here once too."""
         self.dropped = 0
         self.last_prompt_id: str | None = None
 
     async def open(self) -> None:
         if self._sub is None:
             self._sub = await self.fleet._nc.subscribe(
-                self.fleet.subjects.evt_session(self.sid), cb=self._on_event
+                self.fleet.subjects.evt_session(self.sid, tenant=self.fleet.tenant),
+                cb=self._on_event,
             )
             await self.fleet._nc.flush()
 
@@ -246,6 +292,13 @@ class Session:
             self._sub = None
 
     async def _on_event(self, msg: Msg) -> None:
+        msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+        if msg_id is not None:
+            if msg_id in self._seen_ids:
+                return
+            self._seen_ids[msg_id] = None
+            if len(self._seen_ids) > SEEN_IDS:
+                self._seen_ids.popitem(last=False)
         if self._events.full():  # overflow policy: drop the oldest, count it
             self._events.get_nowait()
             self.dropped += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -9,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from flotilla.embedded import EmbeddedServer, start_nats, start_redis
+from flotilla._connect import connect_nats, redact_url
+from flotilla._provision import wait_for_jetstream
+from flotilla.embedded import EmbeddedServer, start_nats, start_nats_cluster, start_redis
 from flotilla.settings import GatewaySettings, Settings
 
 EXAMPLE = """\
@@ -62,9 +65,11 @@ def run_up(
     embedded_nats: bool,
     embedded_redis: bool,
     gateway: GatewaySettings | None = None,
+    nats_nodes: int = 1,
 ) -> int:
-    """Start servers (when embedded), a router, `workers` workers and the gateway (unless
-    None); stop all on Ctrl-C."""
+    """Start servers (when embedded: one NATS node, or a JetStream cluster of `nats_nodes`
+    with as many replicas), a router, `workers` workers and the gateway (unless None); stop
+    all on Ctrl-C."""
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     servers: list[EmbeddedServer] = []
@@ -78,16 +83,13 @@ def run_up(
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        if embedded_nats:
-            t = _step("starting nats-server (JetStream)")
-            servers.append(start_nats(data_dir, port=4222))  # the default port when free
-            settings = settings.with_overrides(nats_url=servers[-1].url)
-            _done(t, settings.nats_url)
-        if embedded_redis:
-            t = _step("starting redis-server")
-            servers.append(start_redis(data_dir, port=6379))
-            settings = settings.with_overrides(redis_url=servers[-1].url)
-            _done(t, settings.redis_url)
+        settings = _start_servers(
+            settings,
+            servers,
+            embedded_nats=embedded_nats,
+            embedded_redis=embedded_redis,
+            nats_nodes=nats_nodes,
+        )
         logs = data_dir / "logs"
         logs.mkdir(exist_ok=True)
         roles = [("router", "router")] + [("worker", f"worker-{i + 1}") for i in range(workers)]
@@ -101,8 +103,8 @@ def run_up(
             children.append(spawn_component(role, child, log=logs / f"{name}.log", env=extra))
             _done(t, f"logs: {logs / (name + '.log')}")
         print()
-        print(f"NATS:  {settings.nats_url}")
-        print(f"Redis: {settings.redis_url}")
+        print(f"NATS:  {redact_url(settings.nats_url)}")
+        print(f"Redis: {redact_url(settings.redis_url)}")
         if gateway is not None:
             print(f"Gateway: http://{gateway.host}:{gateway.port} (API docs at /docs)")
         print()
@@ -117,6 +119,44 @@ def run_up(
         return 0
     finally:
         _stop_all(children, servers)
+
+
+def _start_servers(
+    settings: Settings,
+    servers: list[EmbeddedServer],
+    *,
+    embedded_nats: bool,
+    embedded_redis: bool,
+    nats_nodes: int,
+) -> Settings:
+    """Start the embedded servers asked for (into `servers`); the settings that reach them."""
+    data_dir = settings.data_dir
+    if embedded_nats and nats_nodes > 1:
+        t = _step(f"starting a {nats_nodes}-node JetStream cluster")
+        cluster = start_nats_cluster(data_dir / "nats-cluster", nodes=nats_nodes)
+        servers.extend(cluster.nodes)
+        settings = settings.with_overrides(nats_url=cluster.url, replicas=min(nats_nodes, 5))
+        asyncio.run(_jetstream_ready(settings))
+        _done(t, f"{cluster.url} (replicas {settings.replicas})")
+    elif embedded_nats:
+        t = _step("starting nats-server (JetStream)")
+        servers.append(start_nats(data_dir, port=4222))  # the default port when free
+        settings = settings.with_overrides(nats_url=servers[-1].url)
+        _done(t, redact_url(settings.nats_url))
+    if embedded_redis:
+        t = _step("starting redis-server")
+        servers.append(start_redis(data_dir, port=6379))
+        settings = settings.with_overrides(redis_url=servers[-1].url)
+        _done(t, redact_url(settings.redis_url))
+    return settings
+
+
+async def _jetstream_ready(settings: Settings) -> None:
+    nc = await connect_nats(settings, name="flotilla up")
+    try:
+        await wait_for_jetstream(nc.jetstream())
+    finally:
+        await nc.close()
 
 
 def _stop_all(children: list[subprocess.Popen[bytes]], servers: list[EmbeddedServer]) -> None:

@@ -62,6 +62,11 @@ def _registry_parser(sub: Any) -> None:
     put.add_argument("--tenant", help="the only tenant allowed to use the profile")
     put.add_argument("--budget-tokens", type=int, help="tokens per tenant per day (UTC)")
     put.add_argument("--budget-usd", type=float, help="USD per tenant per day (UTC)")
+    put.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        help="let a router without FLOTILLA_FLEET_KEY store secret opts unencrypted",
+    )
     rm = registry_sub.add_parser("rm", help="unregister a provider profile")
     _common(rm)
     rm.add_argument("name")
@@ -82,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=2, help="number of workers (default 2)")
     up.add_argument("--gateway-port", type=int, help="gateway port (default 4000)")
     up.add_argument("--no-gateway", action="store_true", help="do not start the gateway")
+    up.add_argument(
+        "--nats-nodes",
+        type=int,
+        default=1,
+        choices=range(1, 6),
+        metavar="N",
+        help="a local JetStream cluster of N nodes with N replicas (default 1: one server)",
+    )
 
     worker = sub.add_parser("worker", help="run one worker in the foreground")
     _common(worker)
@@ -156,6 +169,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
             embedded_nats=args.nats_url is None and "FLOTILLA_NATS_URL" not in _env(),
             embedded_redis=args.redis_url is None and "FLOTILLA_REDIS_URL" not in _env(),
             gateway=None if args.no_gateway else _up_gateway(args.gateway_port),
+            nats_nodes=args.nats_nodes,
         )
     if command == "worker":
         configure_logging()
@@ -275,7 +289,7 @@ async def _watch(settings: Settings, args: argparse.Namespace) -> None:
         async for event in fleet.subscribe(
             sid=args.sid,
             group=args.group,
-            tenant=args.tenant,
+            tenant=args.tenant or "*",  # an operator's view: every tenant unless named
             channel=args.channel,
             since=args.since,
         ):
@@ -293,7 +307,7 @@ async def _registry(settings: Settings, args: argparse.Namespace) -> None:
     client = await RegistryClient.connect(settings)
     try:
         if profile is not None:
-            revision = await client.register(profile)
+            revision = await client.register(profile, allow_plaintext=args.allow_plaintext)
             print(f"registered {profile.name} (revision {revision})")
         elif args.registry_command == "rm":
             revision = await client.unregister(args.name)
@@ -382,8 +396,8 @@ async def _session_counts(settings: Settings) -> tuple[int, int]:
         pipe = redis.pipeline(transaction=False)
         for shard in range(settings.shards):
             pipe.scard(keys.active(shard))
-        pipe.zcard(keys.hibernation)
+            pipe.zcard(keys.hibernation(shard))
         counts = await pipe.execute()
     finally:
         await redis.aclose()
-    return sum(counts[:-1]), counts[-1]
+    return sum(counts[0::2]), sum(counts[1::2])

@@ -66,6 +66,13 @@ class Heartbeat:
     shards: tuple[int, ...]
     metrics_url: str | None
     draining: bool = False
+    moving: tuple[int, ...] = ()
+    """Shards it holds without consuming them: being let go of (commands still being
+    settled) or being taken."""
+
+    def holds(self, shard: int) -> bool:
+        """Whether this worker process consumes `shard`, is letting it go or taking it."""
+        return shard in self.shards or shard in self.moving
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -78,6 +85,7 @@ class Heartbeat:
                 "shards": list(self.shards),
                 "metrics_url": self.metrics_url,
                 "draining": self.draining,
+                "moving": list(self.moving),
             }
         )
 
@@ -93,4 +101,5 @@ class Heartbeat:
             tuple(v.get("shards") or ()),
             v.get("metrics_url"),
             bool(v.get("draining")),
+            tuple(v.get("moving") or ()),
         )

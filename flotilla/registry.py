@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import inspect
 import logging
 import time
@@ -26,6 +25,7 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from flotilla._crypto import FleetCipher, SecretError, open_opts
+from flotilla._imports import load_object
 from flotilla._registry_client import RegistryClient
 from flotilla._registry_store import RegistryStore
 from flotilla.errors import ConfigurationError
@@ -238,13 +238,7 @@ def build_resolver(settings: Settings) -> ResolverCache:
 
 
 def _import_hook(path: str) -> ProfileResolver:
-    module_name, _, attr = path.partition(":")
-    try:
-        target = getattr(importlib.import_module(module_name.strip()), attr.strip())
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigurationError(
-            f"FLOTILLA_REGISTRY_RESOLVER={path!r} is not an importable module:callable ({exc})"
-        ) from None
+    target = load_object(path, what="FLOTILLA_REGISTRY_RESOLVER")
     if not callable(target):
         raise ConfigurationError(f"FLOTILLA_REGISTRY_RESOLVER={path!r} is not callable")
     hook: ProfileResolver = target

@@ -26,7 +26,21 @@ class Settings:
     """Configuration shared by every Flotilla process. See the README's configuration table."""
 
     nats_url: str = "nats://127.0.0.1:4222"
+    """One URL, or a comma-separated list of a NATS cluster's URLs (PROTOCOL §9)."""
+    replicas: int = 1
+    """Replicas of every stream and KV bucket the fleet creates (1, or 3 on a cluster)."""
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_sentinels: tuple[str, ...] = ()
+    """`host:port` of Redis Sentinels: the fleet follows the master they name (PROTOCOL §9)."""
+    redis_sentinel_master: str = ""
+    """The Sentinels' name of the master (required with `redis_sentinels`)."""
+    redis_wait_replicas: int | None = None
+    """A state write counts as done once this many replicas have it (WAIT); None: 1 with
+    Sentinels, else 0."""
+    redis_wait_timeout_s: float = 2.0
+    """How long a write waits for its replicas before it counts as failed (and is retried)."""
+    redis_cluster: bool = False
+    """`redis_url` names any node of a Redis Cluster."""
     redis_max_connections: int = 64
     """Connections per process to Redis; a command finding them all busy waits for one."""
     redis_pool_timeout_s: float = 10.0
@@ -85,6 +99,12 @@ class Settings:
     def __post_init__(self) -> None:
         if not 1 <= self.shards <= 4096:
             raise ValueError("shards must be within 1..4096")
+        if not 1 <= self.replicas <= 5:
+            raise ValueError("replicas must be within 1..5 (JetStream's limit)")
+        for url in self.nats_servers:
+            if "://" not in url or any(c.isspace() for c in url):
+                raise ValueError(f"nats_url: {url!r} is not a URL such as nats://host:4222")
+        self._check_redis()
         if self.redis_max_connections < 1:
             raise ValueError("redis_max_connections must be at least 1")
         if self.workspace_backend not in ("redis", "dir"):
@@ -93,9 +113,40 @@ class Settings:
         if self.fleet_key:
             _check_fleet_key(self.fleet_key)
 
+    def _check_redis(self) -> None:
+        for address in self.redis_sentinels:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"redis_sentinels: {address!r} is not host:port")
+        if self.redis_sentinels and not self.redis_sentinel_master:
+            raise ValueError("redis_sentinels needs redis_sentinel_master (the master's name)")
+        if self.redis_sentinels and self.redis_cluster:
+            raise ValueError("redis_sentinels and redis_cluster exclude each other")
+        if self.redis_wait_replicas is not None and self.redis_wait_replicas < 0:
+            raise ValueError("redis_wait_replicas must be 0 or more")
+        if self.redis_cluster and self.wait_replicas:
+            raise ValueError(
+                "redis_wait_replicas is not supported with redis_cluster: WAIT counts one "
+                "connection's writes, and a cluster write goes to the slot's own node"
+            )
+        if self.redis_wait_timeout_s <= 0:
+            raise ValueError("redis_wait_timeout_s must be positive")
+
+    @property
+    def wait_replicas(self) -> int:
+        """Replicas a state write waits for: the setting, else 1 with Sentinels, else 0."""
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_sentinels else 0
+
     @property
     def subjects(self) -> Subjects:
         return Subjects(self.prefix)
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """The URLs of `nats_url`: one server, or every node of a cluster."""
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
 
     @property
     def redis_prefix(self) -> str:

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from flotilla.settings import GatewaySettings, Settings
 from gateway import _metrics, _providers, _sessions, _streams
 from gateway._core import Caller, Gateway, gateway_of
-from gateway._errors import error_response, install_error_handlers
+from gateway._errors import documented, error_response, install_error_handlers
 from schemas import HealthMeter, HealthSessions, HealthView, UsageView
 
 __all__ = ["VERSION", "create_app"]
@@ -120,7 +120,12 @@ def create_app(
     )
     install_error_handlers(app)
 
-    @app.get("/healthz", response_model=HealthView, tags=["operations"])
+    @app.get(
+        "/healthz",
+        response_model=HealthView,
+        tags=["operations"],
+        responses={503: {"model": HealthView, "description": "NATS or Redis is down"}},
+    )
     async def healthz(request: Request) -> Any:
         """200 when NATS and Redis answer, else 503 with `status: "degraded"`."""
         gateway = gateway_of(request)
@@ -148,7 +153,12 @@ def create_app(
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/usage", response_model=UsageView, tags=["operations"])
+    @app.get(
+        "/v1/usage",
+        response_model=UsageView,
+        tags=["operations"],
+        responses=documented(401, 429, 503),
+    )
     async def usage(request: Request, caller: Caller) -> Any:
         """The meter of the calling key: requests, prompts, tokens and cost."""
         counts = await gateway_of(request).meter.usage(caller.key_id)

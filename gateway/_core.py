@@ -22,6 +22,7 @@ from starlette.datastructures import Headers
 
 from flotilla import Fleet
 from flotilla._connect import connect_nats, connect_redis
+from flotilla._crypto import FleetCipher
 from flotilla._provision import provision
 from flotilla.registry import ProviderRegistryCopy
 from flotilla.settings import GatewaySettings, Settings
@@ -30,7 +31,7 @@ from gateway._auth import KeyTable, Principal
 from gateway._directory import DirectoryEntry, SessionDirectory
 from gateway._errors import ApiError
 from gateway._limits import Meter, RateLimiter, usage_handler
-from gateway._views import SessionReader
+from gateway._views import SessionReader, parent_of
 from gateway._watch import watch_events
 from gateway._webhooks import WebhookDeliverer
 from schemas import Event
@@ -108,7 +109,7 @@ class Gateway:
             if event.type == "agent_end":
                 await meter_usage(event)
             elif event.type == "session_stopped":
-                await self.directory.delete(event.sid)
+                await self.directory.delete(event.tenant, event.sid)
             elif event.type == "session_created":
                 await self._adopt(event)
 
@@ -132,6 +133,7 @@ class Gateway:
             allow=self.settings.callback_allow,
             backoff_base_s=self.config.webhook_backoff_base_s,
             max_attempts=self.config.webhook_max_attempts,
+            replicas=self.settings.replicas,
         )
         self.tasks.append(asyncio.create_task(deliverer.run(self.stop), name="gateway-webhooks"))
 
@@ -140,7 +142,11 @@ class Gateway:
         fleet = self.fleets.get(tenant)
         if fleet is None:
             fleet = self.fleets[tenant] = Fleet(
-                self.nc, subjects=self.settings.subjects, tenant=tenant, owns_nc=False
+                self.nc,
+                subjects=self.settings.subjects,
+                tenant=tenant,
+                owns_nc=False,
+                cipher=FleetCipher.from_setting(self.settings.fleet_key),
             )
         return fleet
 
@@ -156,6 +162,7 @@ class Gateway:
                 model=state.get("model", ""),
                 created_ms=int(state.get("created_ms", event.ts)),
                 group=event.group,
+                parent=parent_of(state),
             )
         )
 

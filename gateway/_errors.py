@@ -5,16 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import redis.exceptions
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+
+from flotilla._connect import REDIS_UNREACHABLE
+from schemas import ErrorBody, describe_errors
 
 __all__ = [
     "UNREACHABLE",
     "ApiError",
     "describe",
+    "documented",
     "error_response",
     "install_error_handlers",
     "not_found",
@@ -35,6 +39,24 @@ _CODES = {
 }
 
 
+_MEANINGS = {
+    400: "The body is not JSON, or not a JSON object",
+    401: "No API key, or one the gateway does not know",
+    403: "The key may not do this (an admin route; a sub-agent's wait)",
+    404: "No such session or group for the caller's tenant (another tenant's reads the same)",
+    409: "The session id is taken",
+    413: "The body is over GATEWAY_MAX_BODY_BYTES",
+    422: "Valid JSON, invalid content: the message names the field and why",
+    429: "Rate limited: retry after the `Retry-After` seconds",
+    503: "NATS or Redis did not answer",
+}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, each with the `{error, message}` body."""
+    return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}
+
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -51,7 +73,7 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+UNREACHABLE = REDIS_UNREACHABLE
 """Redis failures that mean "unreachable" (503), unlike a refused command (a bug: 500)."""
 
 
@@ -73,12 +95,18 @@ def error_response(
 
 
 def describe(errors: list[Any]) -> str:
-    """What is wrong with a body, from pydantic's errors: `field: message; ...`."""
-    parts = []
-    for error in errors[:5]:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-        parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts)
+    """What is wrong with a body: `field: message; ...`, worded as the workers word it."""
+    return describe_errors(errors)
+
+
+def _allowed_methods(app: Any, request: Request) -> list[str]:
+    """Every method some route of the app serves at the request's path."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET", "type": "http"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def install_error_handlers(app: Any) -> None:
@@ -100,7 +128,10 @@ def install_error_handlers(app: Any) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         code = _CODES.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first route of the path
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        return error_response(exc.status_code, code, str(exc.detail), headers)
 
     async def redis_unreachable(request: Request, exc: Exception) -> JSONResponse:
         return await api_error(request, unavailable(exc))

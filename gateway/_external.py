@@ -92,7 +92,8 @@ def _delta(data: dict[str, Any], event: Event) -> dict[str, Any]:
 
 def _agent_end(data: dict[str, Any], event: Event) -> dict[str, Any]:
     last, usage = data["last_message"], data["usage"]
-    return {
+    external = {
+        "reason": data["reason"],  # a failed turn must not look finished (§8)
         "lastMessage": None if last is None else {"role": last["role"], "content": last["content"]},
         "tokenUsage": {
             "promptTokens": usage["prompt_tokens"],
@@ -101,6 +102,10 @@ def _agent_end(data: dict[str, Any], event: Event) -> dict[str, Any]:
         },
         "costUsd": usage["cost_usd"],
     }
+    error = data.get("error")
+    if error is not None:
+        external["error"] = {"code": error.get("code"), "message": error.get("message")}
+    return external
 
 
 def _agent_abort(data: dict[str, Any], event: Event) -> dict[str, Any]:

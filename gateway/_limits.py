@@ -2,18 +2,22 @@
 
 Keys (`key_id` is the hex id of an API key's digest, never the key itself):
 
-    {prefix}:gw:rl:{key_id}       string: the bucket's theoretical arrival time, µs (GCRA)
-    {prefix}:gw:meter:{key_id}    hash: requests, prompts, tokens, cost_usd
-    {prefix}:gw:meter-keys        set: every key id the meter has counted
-    {prefix}:gw:metered:{seq}     string: the turn (agent_end event) of that FLOTILLA_EVT
-                                  sequence is in a meter already (expires with the event)
+    {prefix}:gw:rl:{<key_id>}               string: the bucket's theoretical arrival time, µs
+                                            (GCRA)
+    {prefix}:gw:meter:{<key_id>}            hash: requests, prompts, tokens, cost_usd
+    {prefix}:gw:metered:{<key_id>}:<seq>    string: the turn (agent_end event) of that
+                                            FLOTILLA_EVT sequence is in the key's meter already
+                                            (expires with the event)
+    {prefix}:gw:meter-keys                  set: every key id the meter has counted
 
-`admit` touches the three keys in one script, so on a Redis Cluster they would have to share
-a slot; like the rest of the fleet's Redis layout outside sessions, this targets one Redis.
+A key's bucket, meter and turn markers share the hash tag `{<key_id>}`, so each script
+touches one Redis Cluster slot. The fleet-wide key set is added to outside the scripts, once
+per key id and process (`_MeteredKeys`), so a request still costs one command.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Histogram
 
+from flotilla._connect import REDIS_UNREACHABLE
 from schemas import Event, Usage
 
 __all__ = ["Meter", "RateLimiter", "usage_handler"]
@@ -42,15 +47,18 @@ USAGE_EVENTS = Counter(
 METERED_TOKENS = Counter("flotilla_gateway_metered_tokens_total", "Tokens metered to API keys")
 METERED_COST = Counter("flotilla_gateway_metered_cost_usd_total", "Cost in USD metered to API keys")
 
+log = logging.getLogger(__name__)
+
 _KEY_ID = re.compile(r"[0-9a-f]{8,128}")
 _COUNTERS = ("requests", "prompts", "tokens")
 
+
 # GCRA, the token bucket kept as one number: the time at which the bucket would be full
-# again ("theoretical arrival time"). KEYS: bucket; optionally meter hash and meter key set.
-# ARGV: µs per token, capacity (0: unlimited), key id. The clock is the server's TIME, so
-# replicas with skewed clocks agree. Returns -1 when admitted (and counts the request when
-# the meter keys are given), else the µs until one token is available. A refused request
-# changes nothing: hammering an empty bucket does not push the next token further away.
+# again ("theoretical arrival time"). KEYS: bucket; optionally the meter hash. ARGV: µs per
+# token, capacity (0: unlimited). The clock is the server's TIME, so replicas with skewed
+# clocks agree. Returns -1 when admitted (and counts the request when the meter is given),
+# else the µs until one token is available. A refused request changes nothing: hammering
+# an empty bucket does not push the next token further away.
 _ADMIT = """
 local capacity = tonumber(ARGV[2])
 if capacity > 0 then
@@ -62,21 +70,21 @@ if capacity > 0 then
   if wait > 0 then return wait end
   redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
 end
-if #KEYS == 3 then
-  redis.call('HINCRBY', KEYS[2], 'requests', 1)
-  redis.call('SADD', KEYS[3], ARGV[3])
-end
+if #KEYS == 2 then redis.call('HINCRBY', KEYS[2], 'requests', 1) end
 return -1
 """
 
-# A turn's usage, counted once: KEYS: the turn's marker, meter hash, meter key set; ARGV:
-# marker ttl (s), key id, tokens, cost. A redelivered agent_end finds its marker and
-# changes nothing. Returns 1 when counted, 0 for a repeat.
-_COUNT_TURN = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-redis.call('HINCRBY', KEYS[2], 'tokens', ARGV[3])
-redis.call('HINCRBYFLOAT', KEYS[2], 'cost_usd', ARGV[4])
-redis.call('SADD', KEYS[3], ARGV[2])
+# Adds to a meter, all counters at once. KEYS: meter hash; optionally a turn's marker.
+# ARGV: requests, prompts, tokens, cost (USD); with a marker, its ttl (s). A turn is counted
+# once: a redelivered agent_end finds its marker and changes nothing. Returns 1 when
+# counted, 0 for a repeat.
+_COUNT = """
+if #KEYS == 2 and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[5]) then return 0 end
+local fields = {'requests', 'prompts', 'tokens'}
+for i = 1, 3 do
+  if tonumber(ARGV[i]) ~= 0 then redis.call('HINCRBY', KEYS[1], fields[i], ARGV[i]) end
+end
+if tonumber(ARGV[4]) ~= 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'cost_usd', ARGV[4]) end
 return 1
 """
 
@@ -86,17 +94,17 @@ class _Keys:
     prefix: str
 
     def bucket(self, key_id: str) -> str:
-        return f"{self.prefix}:gw:rl:{_checked(key_id)}"
+        return f"{self.prefix}:gw:rl:{{{_checked(key_id)}}}"
 
     def meter(self, key_id: str) -> str:
-        return f"{self.prefix}:gw:meter:{_checked(key_id)}"
+        return f"{self.prefix}:gw:meter:{{{_checked(key_id)}}}"
 
     @property
     def meter_keys(self) -> str:
         return f"{self.prefix}:gw:meter-keys"
 
-    def metered(self, seq: int) -> str:
-        return f"{self.prefix}:gw:metered:{int(seq)}"
+    def metered(self, key_id: str, seq: int) -> str:
+        return f"{self.prefix}:gw:metered:{{{_checked(key_id)}}}:{int(seq)}"
 
 
 def _checked(key_id: str) -> str:
@@ -104,6 +112,32 @@ def _checked(key_id: str) -> str:
     if not _KEY_ID.fullmatch(key_id):
         raise ValueError("a key id must be 8 to 128 lowercase hex characters")
     return key_id
+
+
+class _MeteredKeys:
+    """Adds key ids to the fleet-wide set of metered keys: after a key's first count in this
+    process only, so the hot path stays one command (the set is in another Cluster slot than
+    the key's meter). An addition that fails is made at the key's next count."""
+
+    _REMEMBERED = 100_000
+    """Key ids come from configured API keys; the bound only keeps memory finite."""
+
+    def __init__(self, redis: aioredis.Redis, key: str) -> None:
+        self._redis = redis
+        self._key = key
+        self._added: set[str] = set()
+
+    async def add(self, key_id: str) -> None:
+        if key_id in self._added:
+            return
+        try:
+            await self._redis.sadd(self._key, key_id)
+        except REDIS_UNREACHABLE as exc:  # the count itself is done: do not fail it
+            log.warning("meter: key id not listed yet (%s)", type(exc).__name__)
+            return
+        if len(self._added) >= self._REMEMBERED:
+            self._added.clear()
+        self._added.add(key_id)
 
 
 class RateLimiter:
@@ -124,6 +158,7 @@ class RateLimiter:
         self._interval_us = max(1, round(60_000_000 / rpm)) if rpm > 0 else 0
         self._keys = _Keys(key_prefix)
         self._script = redis.register_script(_ADMIT)
+        self._metered = _MeteredKeys(redis, self._keys.meter_keys)
 
     @property
     def enabled(self) -> bool:
@@ -133,7 +168,7 @@ class RateLimiter:
         """Take a token: None when allowed, else the seconds until one is available."""
         if not self.enabled:
             return None
-        return await self._run([self._keys.bucket(key_id)], key_id)
+        return await self._run([self._keys.bucket(key_id)])
 
     async def admit(self, key_id: str) -> float | None:
         """`take`, and count the request in the key's meter when admitted; one round trip.
@@ -142,14 +177,16 @@ class RateLimiter:
         retrying into a 429 does not inflate it. Refusals show in
         `flotilla_gateway_rate_limited_total`.
         """
-        keys = [self._keys.bucket(key_id), self._keys.meter(key_id), self._keys.meter_keys]
-        return await self._run(keys, key_id)
+        wait = await self._run([self._keys.bucket(key_id), self._keys.meter(key_id)])
+        if wait is None:
+            await self._metered.add(key_id)
+        return wait
 
-    async def _run(self, keys: list[str], key_id: str) -> float | None:
+    async def _run(self, keys: list[str]) -> float | None:
         with LIMITER_SECONDS.time():
             wait_us = int(
                 await self._script(
-                    keys=keys, args=[self._interval_us, self.burst if self.enabled else 0, key_id]
+                    keys=keys, args=[self._interval_us, self.burst if self.enabled else 0]
                 )
             )
         if wait_us < 0:
@@ -167,16 +204,20 @@ class Meter:
         self._redis = redis
         self._keys = _Keys(key_prefix)
         self._turn_memory_s = max(1, int(turn_memory_s))
-        self._count_turn = redis.register_script(_COUNT_TURN)
+        self._count = redis.register_script(_COUNT)
+        self._metered = _MeteredKeys(redis, self._keys.meter_keys)
 
     async def count_turn(self, key_id: str, seq: int, *, tokens: int, cost_usd: float) -> bool:
         """Add one turn's tokens and cost, once per `seq` (the agent_end's FLOTILLA_EVT
         sequence): a redelivery of the same event counts nothing. The marker is kept for
         `turn_memory_s`, the event stream's retention, beyond which no redelivery comes.
         Returns whether it counted."""
-        keys = [self._keys.metered(seq), self._keys.meter(key_id), self._keys.meter_keys]
-        args: list[str | int] = [self._turn_memory_s, key_id, int(tokens), repr(float(cost_usd))]
-        return bool(await self._count_turn(keys=keys, args=args))
+        keys = [self._keys.meter(key_id), self._keys.metered(key_id, seq)]
+        args: list[str | int] = [0, 0, int(tokens), repr(float(cost_usd)), self._turn_memory_s]
+        counted = bool(await self._count(keys=keys, args=args))
+        if counted:
+            await self._metered.add(key_id)
+        return counted
 
     async def count(
         self,
@@ -187,18 +228,13 @@ class Meter:
         tokens: int = 0,
         cost_usd: float = 0.0,
     ) -> None:
-        """Add to the key's counters in one round trip (MULTI/EXEC: readers see all or none)."""
+        """Add to the key's counters in one round trip (one script: readers see all or
+        none)."""
         if not (requests or prompts or tokens or cost_usd):
             return
-        meter = self._keys.meter(key_id)
-        pipe = self._redis.pipeline(transaction=True)
-        for field, amount in zip(_COUNTERS, (requests, prompts, tokens), strict=True):
-            if amount:
-                pipe.hincrby(meter, field, amount)
-        if cost_usd:
-            pipe.hincrbyfloat(meter, "cost_usd", cost_usd)
-        pipe.sadd(self._keys.meter_keys, key_id)
-        await pipe.execute()
+        args: list[str | int] = [int(requests), int(prompts), int(tokens), repr(float(cost_usd))]
+        await self._count(keys=[self._keys.meter(key_id)], args=args)
+        await self._metered.add(key_id)
 
     async def usage(self, key_id: str) -> dict[str, float | int]:
         """The key's counters (zeros for a key never counted)."""
@@ -218,18 +254,18 @@ def _text(value: bytes | str) -> str:
 
 
 def usage_handler(
-    meter: Meter, owner_of: Callable[[str], Awaitable[str | None]]
+    meter: Meter, owner_of: Callable[[str, str], Awaitable[str | None]]
 ) -> Callable[[Event], Awaitable[None]]:
     """An event handler adding each turn's tokens and cost (`agent_end`) to its owner's meter.
 
-    `owner_of(sid)` names the key id that owns a session, None for sessions no gateway key
+    `owner_of(tenant, sid)` names the key id that owns a session, None for sessions no gateway key
     created (SDK or plain NATS clients), which are not metered.
     """
 
     async def meter_turn(event: Event) -> None:
         if event.type != "agent_end":
             return
-        key_id = await owner_of(event.sid)
+        key_id = await owner_of(event.tenant, event.sid)
         if key_id is None:
             USAGE_EVENTS.labels("unowned").inc()
             return

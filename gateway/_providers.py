@@ -13,12 +13,14 @@ from pydantic import ValidationError
 
 from flotilla import FlotillaError
 from gateway._core import Admin, gateway_of
-from gateway._errors import ApiError, describe
+from gateway._errors import ApiError, describe, documented
 from schemas import Budget, GatewayModel, ProviderProfile
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/providers", tags=["providers"])
+router = APIRouter(
+    prefix="/v1/providers", tags=["providers"], responses=documented(401, 403, 404, 422, 429, 503)
+)
 
 
 class BudgetView(GatewayModel):
@@ -76,7 +78,7 @@ async def get_provider(request: Request, admin: Admin, name: str) -> Any:
     return ProviderView.of(profile)
 
 
-@router.put("/{name}", response_model=RegistryRevision)
+@router.put("/{name}", response_model=RegistryRevision, responses=documented(400, 413))
 async def put_provider(request: Request, admin: Admin, name: str, body: ProviderPut) -> Any:
     try:
         profile = ProviderProfile(

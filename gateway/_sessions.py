@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import nats.errors
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 
 from flotilla import CommandError, ReplyTimeout, UnavailableError
@@ -21,7 +21,7 @@ from gateway import _metrics
 from gateway._auth import Principal
 from gateway._core import Caller, Gateway, gateway_of
 from gateway._directory import DirectoryEntry
-from gateway._errors import ApiError, describe, not_found
+from gateway._errors import ApiError, describe, documented, not_found
 from gateway._views import gateway_state, iso_ms
 from schemas import (
     AbortRequest,
@@ -63,7 +63,11 @@ __all__ = [
     "session_state",
 ]
 
-router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+router = APIRouter(
+    prefix="/v1/sessions", tags=["sessions"], responses=documented(401, 404, 422, 429, 503)
+)
+_BODY = documented(400, 413)
+"""What a route that reads a body may answer besides the router's errors."""
 
 _CONFLICTS = frozenset({"already_exists", "forbidden"})
 """A create refused because the id is taken (by this tenant or another: the answer is the
@@ -101,7 +105,7 @@ async def session_state(gateway: Gateway, caller: Principal, sid: str) -> dict[s
 
 
 # -- the directory -------------------------------------------------------------------------
-@router.post("", status_code=201, response_model=SessionCreated)
+@router.post("", status_code=201, response_model=SessionCreated, responses=_BODY | documented(409))
 async def create_session(request: Request, caller: Caller, body: CreateSessionRequest) -> Any:
     """Create a session and answer once a worker confirmed it (201), or with its refusal."""
     gateway = gateway_of(request)
@@ -142,10 +146,19 @@ async def create_session(request: Request, caller: Caller, body: CreateSessionRe
 
 
 @router.get("", response_model=SessionList)
-async def list_sessions(request: Request, caller: Caller) -> Any:
-    """The caller's tenant's sessions, oldest first."""
+async def list_sessions(
+    request: Request,
+    caller: Caller,
+    parent_id: Annotated[str | None, Query(alias="parentId", max_length=64)] = None,
+) -> Any:
+    """The caller's tenant's sessions, oldest first; sub-agents are listed under their parent
+    (`?parentId=`), not among them."""
     gateway = gateway_of(request)
-    entries = await gateway.directory.list_by_tenant(caller.tenant)
+    if parent_id is None:
+        entries = await gateway.directory.list_by_tenant(caller.tenant)
+    else:
+        await session_state(gateway, caller, parent_id)  # another tenant's parent is a 404
+        entries = await gateway.directory.list_children(caller.tenant, parent_id)
     states = await asyncio.gather(*(gateway.reader.state(e.sid, caller.tenant) for e in entries))
     return SessionList(
         sessions=[
@@ -155,6 +168,7 @@ async def list_sessions(request: Request, caller: Caller) -> Any:
                 model=state.get("model", entry.model),
                 created_at=iso_ms(entry.created_ms),
                 group_id=entry.group,
+                parent_id=entry.parent,
             )
             for entry, state in zip(entries, states, strict=True)
             if state is not None
@@ -184,7 +198,7 @@ async def delete_session(request: Request, caller: Caller, sid: str) -> Any:
             raise ApiError(503, "no worker confirmed the stop in time") from None
     finally:
         await session.close()
-    await gateway.directory.delete(sid)
+    await gateway.directory.delete(caller.tenant, sid)
     return SessionStopped(session_id=sid)
 
 
@@ -195,7 +209,7 @@ async def do_prompt(
     """Queue a prompt. The event stream's position now is recorded first, so an SSE client
     that connects after this answer, without a cursor, sees the whole turn."""
     state = await session_state(gateway, caller, sid)
-    await gateway.directory.set_watermark(sid, await gateway.position())
+    await gateway.directory.set_watermark(caller.tenant, sid, await gateway.position())
     request_id = await _send(gateway, caller.tenant, sid, "prompt", {"text": body.text})
     await gateway.meter.count(caller.key_id, prompts=1)
     return PromptAccepted(
@@ -221,8 +235,13 @@ async def do_reject(gateway: Gateway, caller: Principal, sid: str, body: RejectR
 
 async def do_respond(gateway: Gateway, caller: Principal, sid: str, body: RespondRequest) -> str:
     state = await session_state(gateway, caller, sid)
-    if not any(q.get("ref") == body.ref for q in state.get("pending_questions") or []):
+    question = next(
+        (q for q in state.get("pending_questions") or [] if q.get("ref") == body.ref), None
+    )
+    if question is None:
         raise ApiError(404, f"no pending question {body.ref!r}")
+    if question.get("kind") == "subagent":  # only the sub-agent's own report ends this wait
+        raise ApiError(403, f"{body.ref!r} waits for a sub-agent: only its own report ends it")
     command = {"ref": body.ref, "response": body.response}
     return await _send(gateway, caller.tenant, sid, "respond", command)
 
@@ -244,40 +263,40 @@ async def do_abort(gateway: Gateway, caller: Principal, sid: str, body: AbortReq
     return await _send(gateway, caller.tenant, sid, "abort", command)
 
 
-@router.post("/{sid}/prompt", status_code=202, response_model=PromptAccepted)
+@router.post("/{sid}/prompt", status_code=202, response_model=PromptAccepted, responses=_BODY)
 async def prompt(request: Request, caller: Caller, sid: str, body: PromptRequest) -> Any:
     return await do_prompt(gateway_of(request), caller, sid, body)
 
 
-@router.post("/{sid}/approve", response_model=Ok)
+@router.post("/{sid}/approve", response_model=Ok, responses=_BODY)
 async def approve(request: Request, caller: Caller, sid: str, body: ApproveRequest) -> Any:
     await do_approve(gateway_of(request), caller, sid, body)
     return Ok()
 
 
-@router.post("/{sid}/reject", response_model=Ok)
+@router.post("/{sid}/reject", response_model=Ok, responses=_BODY)
 async def reject(request: Request, caller: Caller, sid: str, body: RejectRequest) -> Any:
     await do_reject(gateway_of(request), caller, sid, body)
     return Ok()
 
 
-@router.post("/{sid}/respond", response_model=Ok)
+@router.post("/{sid}/respond", response_model=Ok, responses=_BODY | documented(403))
 async def respond(request: Request, caller: Caller, sid: str, body: RespondRequest) -> Any:
     await do_respond(gateway_of(request), caller, sid, body)
     return Ok()
 
 
-@router.post("/{sid}/steer", status_code=202, response_model=Accepted)
+@router.post("/{sid}/steer", status_code=202, response_model=Accepted, responses=_BODY)
 async def steer(request: Request, caller: Caller, sid: str, body: SteerRequest) -> Any:
     return Accepted(request_id=await do_steer(gateway_of(request), caller, sid, body))
 
 
-@router.post("/{sid}/abort", status_code=202, response_model=Accepted)
+@router.post("/{sid}/abort", status_code=202, response_model=Accepted, responses=_BODY)
 async def abort(request: Request, caller: Caller, sid: str, body: AbortRequest) -> Any:
     return Accepted(request_id=await do_abort(gateway_of(request), caller, sid, body))
 
 
-@router.post("/{sid}/model", status_code=202, response_model=Accepted)
+@router.post("/{sid}/model", status_code=202, response_model=Accepted, responses=_BODY)
 async def switch_model(request: Request, caller: Caller, sid: str, body: ModelRequest) -> Any:
     await session_state(gateway_of(request), caller, sid)
     command: dict[str, Any] = {"model": body.model}
@@ -291,7 +310,7 @@ async def switch_model(request: Request, caller: Caller, sid: str, body: ModelRe
     return Accepted(request_id=request_id)
 
 
-@router.post("/{sid}/tools", status_code=201, response_model=ToolRegistered)
+@router.post("/{sid}/tools", status_code=201, response_model=ToolRegistered, responses=_BODY)
 async def register_tool(request: Request, caller: Caller, sid: str, body: ToolRequest) -> Any:
     """Attach a callback tool: the fleet POSTs each call, signed, to `callbackUrl`."""
     await session_state(gateway_of(request), caller, sid)
@@ -309,7 +328,7 @@ async def register_tool(request: Request, caller: Caller, sid: str, body: ToolRe
     return ToolRegistered(name=body.name)
 
 
-@router.post("/{sid}/checkpoints", status_code=202, response_model=Accepted)
+@router.post("/{sid}/checkpoints", status_code=202, response_model=Accepted, responses=_BODY)
 async def checkpoint(
     request: Request, caller: Caller, sid: str, body: CheckpointRequest | None = None
 ) -> Any:
@@ -325,7 +344,9 @@ async def checkpoint(
 @router.get("/{sid}/checkpoints", response_model=CheckpointList)
 async def list_checkpoints(request: Request, caller: Caller, sid: str) -> Any:
     await session_state(gateway_of(request), caller, sid)
-    return CheckpointList(checkpoints=await gateway_of(request).reader.checkpoints(sid))
+    return CheckpointList(
+        checkpoints=await gateway_of(request).reader.checkpoints(caller.tenant, sid)
+    )
 
 
 @router.get("/{sid}/stats", response_model=SessionStats)
@@ -336,7 +357,7 @@ async def stats(request: Request, caller: Caller, sid: str) -> Any:
 @router.get("/{sid}/messages", response_model=MessageList)
 async def messages(request: Request, caller: Caller, sid: str) -> Any:
     await session_state(gateway_of(request), caller, sid)
-    return MessageList(messages=await gateway_of(request).reader.messages(sid))
+    return MessageList(messages=await gateway_of(request).reader.messages(caller.tenant, sid))
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -22,7 +22,14 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from gateway import _metrics
 from gateway._auth import Principal
 from gateway._core import Caller, Gateway, admit, gateway_of, presented_key
-from gateway._errors import UNREACHABLE, ApiError, describe, error_response, unavailable
+from gateway._errors import (
+    UNREACHABLE,
+    ApiError,
+    describe,
+    documented,
+    error_response,
+    unavailable,
+)
 from gateway._external import to_external, ws_message
 from gateway._sessions import (
     do_abort,
@@ -48,10 +55,18 @@ log = logging.getLogger(__name__)
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], responses=documented(401, 404, 422, 429, 503))
 
 Since = Annotated[int | None, Query(ge=0, description="resume after this event sequence")]
-LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        pattern=r"^[0-9]*$",
+        max_length=20,
+        description="resume after this event sequence (the SSE `id:` last seen)",
+    ),
+]
 Types = Annotated[str | None, Query(description="`all` for every event type")]
 
 
@@ -111,7 +126,7 @@ async def session_events(
     await session_state(gateway, caller, sid)
     cursor = _cursor(last_event_id, since)
     if cursor is None:
-        cursor = await gateway.directory.watermark(sid)
+        cursor = await gateway.directory.watermark(caller.tenant, sid)
     if cursor is None:
         cursor = await gateway.position()
     events = gateway.fleet(caller.tenant).subscribe(sid=sid, since=cursor)

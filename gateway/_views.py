@@ -25,7 +25,7 @@ from schemas import (
     ToolCallView,
 )
 
-__all__ = ["SessionReader", "gateway_state", "iso_ms"]
+__all__ = ["SessionReader", "gateway_state", "iso_ms", "parent_of"]
 
 _WORKING = frozenset({"running", "streaming", "executing_tools"})
 
@@ -49,12 +49,12 @@ class SessionReader:
         self._keys = RedisKeys(key_prefix)
 
     async def state(self, sid: str, tenant: str) -> dict[str, Any] | None:
-        """The persisted state of `sid` if it exists and belongs to `tenant`."""
-        raw = await self._redis.hget(self._keys.state(sid), "d")
+        """The persisted state of `tenant`'s session `sid`, if it exists."""
+        raw = await self._redis.hget(self._keys.state(tenant, sid), "d")
         if raw is None:
             return None
         state: dict[str, Any] = orjson.loads(raw)
-        return state if state.get("tenant") == tenant else None
+        return state
 
     @staticmethod
     def detail(state: dict[str, Any]) -> SessionDetail:
@@ -68,6 +68,7 @@ class SessionReader:
             uptime_ms=max(0, int(time.time() * 1000) - int(state.get("created_ms", 0))),
             model=state.get("model", ""),
             group_id=(state.get("options") or {}).get("group_id"),
+            parent_id=parent_of(state),
             pending_approvals=[
                 PendingApprovalView(
                     approval_id=a["approval_id"], tool_name=a["tool"], args=a.get("args") or {}
@@ -93,8 +94,8 @@ class SessionReader:
             ),
         )
 
-    async def messages(self, sid: str) -> list[MessageView]:
-        raw = await self._redis.lrange(self._keys.history(sid), 0, -1)
+    async def messages(self, tenant: str, sid: str) -> list[MessageView]:
+        raw = await self._redis.lrange(self._keys.history(tenant, sid), 0, -1)
         views = []
         for item in raw:
             message = orjson.loads(item)
@@ -111,18 +112,22 @@ class SessionReader:
                         for call in message.get("tool_calls") or []
                     ]
                     or None,
+                    thinking=message.get("thinking") or None,
+                    call_id=message.get("call_id"),
+                    name=message.get("name"),
+                    is_error=message.get("is_error"),
                 )
             )
         return views
 
-    async def checkpoints(self, sid: str) -> list[CheckpointView]:
-        index: list[bytes] = await self._redis.zrange(self._keys.checkpoints(sid), 0, -1)  # type: ignore[assignment]
+    async def checkpoints(self, tenant: str, sid: str) -> list[CheckpointView]:
+        index: list[bytes] = await self._redis.zrange(self._keys.checkpoints(tenant, sid), 0, -1)  # type: ignore[assignment]
         ids = [i.decode() for i in index]
         if not ids:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for checkpoint_id in ids:
-                pipe.hmget(self._keys.checkpoint(sid, checkpoint_id), ["l", "c", "b"])
+                pipe.hmget(self._keys.checkpoint(tenant, sid, checkpoint_id), ["l", "c", "b"])
             rows = await pipe.execute()
         return [
             CheckpointView(
@@ -134,6 +139,12 @@ class SessionReader:
             for checkpoint_id, (label, created, size) in zip(ids, rows, strict=True)
             if created is not None  # expired meanwhile
         ]
+
+
+def parent_of(state: dict[str, Any]) -> str | None:
+    """The parent session of a sub-agent's persisted state (None for a top-level one)."""
+    parent = state.get("parent")
+    return str(parent["sid"]) if isinstance(parent, dict) and parent.get("sid") else None
 
 
 def iso_ms(ms: int) -> str:

@@ -100,12 +100,14 @@ class WebhookDeliverer:
         durable: str | None = None,
         concurrency: int = 32,
         fetch_wait_s: float = 1.0,
+        replicas: int = 1,
     ) -> None:
         if max_attempts < 1 or concurrency < 1:
             raise ValueError("max_attempts and concurrency must be at least 1")
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
         self._subjects = subjects
+        self._replicas = replicas
         self._secrets = tenant_secrets
         self._allow = allow
         self._backoff_base_s = backoff_base_s
@@ -127,7 +129,7 @@ class WebhookDeliverer:
         At most `concurrency` jobs are in hand at once: slots are counted before each fetch,
         and a fetch never asks for more than the free ones.
         """
-        await ensure_stream(self._js, hook_stream_config(self._subjects))
+        await ensure_stream(self._js, hook_stream_config(self._subjects, replicas=self._replicas))
         sub = await self._js.pull_subscribe(
             self._subjects.hook_all,
             durable=self._durable,

@@ -6,6 +6,10 @@ from prometheus_client import Counter, Gauge
 
 LEADER = Gauge("flotilla_router_leader", "1 while this replica leads the fleet")
 LIVE_WORKERS = Gauge("flotilla_router_live_workers", "Workers with a fresh heartbeat")
+UNOWNED_SHARDS = Gauge(
+    "flotilla_router_unowned_shards",
+    "Shards no live worker reports consuming (the leader's view; > 0 during a failover)",
+)
 SHARD_MOVES = Counter(
     "flotilla_router_shard_moves_total", "Shard assignments written, by cause", ["cause"]
 )
@@ -16,6 +20,10 @@ APPROVAL_TIMEOUTS = Counter(
     "flotilla_router_approval_timeouts_sent_total",
     "Timeout rejects sent by the sweep for approvals past their deadline (deduplicated with "
     "the owning worker's own)",
+)
+WATCH_RESTARTS = Counter(
+    "flotilla_router_watch_restarts_total",
+    "Times the watch of the workers' heartbeats was made again after it failed or ended",
 )
 LEADER_CHANGES = Counter(
     "flotilla_router_leadership_acquired_total", "Times this replica became leader"

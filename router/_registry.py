@@ -13,13 +13,14 @@ import contextlib
 import logging
 
 import redis.asyncio as aioredis
-import redis.exceptions
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
-from flotilla._crypto import FleetCipher, seal_opts
+from flotilla._connect import REDIS_ERRORS
+from flotilla._crypto import FleetCipher, plain_secrets, seal_opts
+from flotilla._registry_client import REQUIRE_SEALED
 from flotilla._registry_store import RegistryStore
 from flotilla.audit import AuditPublisher, registry_change
 from router import _metrics
@@ -36,7 +37,9 @@ from schemas import (
 log = logging.getLogger(__name__)
 
 QUEUE_GROUP = "flotilla-registry"
-_OUTCOMES = ("ok", "invalid_request", "not_found", "unavailable")
+_OUTCOMES = ("ok", "invalid_request", "not_found", "unavailable", "plaintext_refused")
+_UNAVAILABLE: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError)
+"""What a registry request meets when Redis cannot answer it."""
 
 
 class RegistryServer:
@@ -78,11 +81,29 @@ class RegistryServer:
         with contextlib.suppress(Exception):
             await self._nc.flush()  # the server has dropped us from the queue group
 
+    async def warn_if_plaintext(self) -> None:
+        """At start: say so when stored profiles keep secret opts unencrypted."""
+        try:
+            _, profiles = await self._store.load()
+        except _UNAVAILABLE as exc:
+            log.warning("registry: stored profiles not checked (%r)", type(exc).__name__)
+            return
+        plain = {name: plain_secrets(p.opts) for name, p in profiles.items()}
+        plain = {name: opts for name, opts in plain.items() if opts}
+        if plain:
+            log.warning(
+                "registry: %d profile(s) keep secret opts unencrypted (%s)%s",
+                len(plain),
+                ", ".join(f"{name}: {', '.join(opts)}" for name, opts in sorted(plain.items())),
+                "" if self._cipher else "; set FLOTILLA_FLEET_KEY on routers and workers",
+            )
+
     async def _on_request(self, msg: Msg) -> None:
         verb = msg.subject.rpartition(".")[2]
+        sealed_only = bool((msg.headers or {}).get(REQUIRE_SEALED))
         try:
-            reply = await self._answer(verb, msg.data)
-        except (redis.exceptions.RedisError, OSError) as exc:
+            reply = await self._answer(verb, msg.data, sealed_only=sealed_only)
+        except _UNAVAILABLE as exc:
             log.warning("registry %s failed: Redis unavailable (%r)", verb, type(exc).__name__)
             reply = _failure("unavailable", "the registry store cannot be reached")
         outcome = "ok" if reply.ok else (reply.error or "")
@@ -93,10 +114,11 @@ class RegistryServer:
         if msg.reply:
             await msg.respond(reply.model_dump_json(exclude_none=True).encode())
 
-    async def _answer(self, verb: str, data: bytes) -> RegistryReply:
+    async def _answer(self, verb: str, data: bytes, *, sealed_only: bool) -> RegistryReply:
         try:
             if verb == "register":
-                return await self._register(ProviderProfile.model_validate_json(data))
+                profile = ProviderProfile.model_validate_json(data)
+                return await self._register(profile, sealed_only=sealed_only)
             if verb == "unregister":
                 return await self._unregister(ProfileName.model_validate_json(data).name)
             if verb == "get":
@@ -107,12 +129,26 @@ class RegistryServer:
             return _failure("invalid_request", _describe(exc))
         return _failure("invalid_request", f"unknown registry request {verb!r}")
 
-    async def _register(self, profile: ProviderProfile) -> RegistryReply:
+    async def _register(self, profile: ProviderProfile, *, sealed_only: bool) -> RegistryReply:
         if profile.provider == "registry":
             return _failure("invalid_request", "a profile cannot point at another profile")
         if self._cipher is not None:
             opts = seal_opts(profile.opts, self._cipher, profile=profile.name)
             profile = profile.model_copy(update={"opts": opts})
+        plain = plain_secrets(profile.opts)
+        if plain and sealed_only:
+            return _failure(
+                "plaintext_refused",
+                f"this router has no fleet key (FLOTILLA_FLEET_KEY), so {', '.join(plain)} "
+                "would be stored unencrypted; set the key on routers and workers, or allow "
+                "plain text (flotilla registry put --allow-plaintext)",
+            )
+        if plain:
+            log.warning(
+                "registry: profile %r stored with %s unencrypted (no FLOTILLA_FLEET_KEY)",
+                profile.name,
+                ", ".join(plain),
+            )
         revision, previous = await self._store.put(profile)
         await self._changed(RegistryChange(op="put", name=profile.name, revision=revision))
         _metrics.REGISTRY_CHANGES.labels("register").inc()

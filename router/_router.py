@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,8 +26,10 @@ from prometheus_client import start_http_server
 from flotilla._connect import connect_nats, connect_redis
 from flotilla._crypto import FleetCipher
 from flotilla._provision import ensure_bucket, provision
+from flotilla._publish import publish_retrying
+from flotilla._service import patiently, watch_kv
 from flotilla.audit import AuditPublisher
-from flotilla.keys import RedisKeys
+from flotilla.keys import RedisKeys, parse_member
 from flotilla.placement import SHARD_KEY, Assignment, Heartbeat, parse_key
 from flotilla.settings import Settings
 from router import _metrics
@@ -77,11 +80,19 @@ class Router:
         settings = self.settings
         nc = await connect_nats(settings, name=f"router {self.router_id}")
         js = nc.jetstream()
-        await provision(js, settings)
+        await patiently(lambda: provision(js, settings), "JetStream")
         redis = connect_redis(settings)
-        workers = await ensure_bucket(js, self._subjects.workers_bucket, ttl=60.0)
-        placement = await ensure_bucket(js, self._subjects.placement_bucket)
-        leadership = await ensure_bucket(js, self._subjects.router_bucket)
+        replicas = settings.replicas
+        subjects = self._subjects
+
+        async def buckets() -> tuple[KeyValue, KeyValue, KeyValue]:
+            return (
+                await ensure_bucket(js, subjects.workers_bucket, ttl=60.0, replicas=replicas),
+                await ensure_bucket(js, subjects.placement_bucket, replicas=replicas),
+                await ensure_bucket(js, subjects.router_bucket, replicas=replicas),
+            )
+
+        workers, placement, leadership = await patiently(buckets, "JetStream")
         if settings.metrics_port is not None:
             start_http_server(settings.metrics_port, addr=settings.metrics_host)
         # Every replica serves the provider registry, leader or not (its state is in Redis).
@@ -94,6 +105,7 @@ class Router:
             audit=AuditPublisher(nc, subjects=self._subjects, enabled=settings.audit_enabled),
         )
         await registry.start()
+        await patiently(registry.warn_if_plaintext, "the provider registry (Redis)")
         try:
             async with asyncio.TaskGroup() as group:
                 watch = group.create_task(self._watch_workers(workers))
@@ -181,22 +193,39 @@ class Router:
 
     # -- membership --------------------------------------------------------------------------
     async def _watch_workers(self, kv: KeyValue) -> None:
-        watcher = await kv.watchall()
-        async for entry in watcher:
-            if entry is None:
-                continue
-            if not entry.value or entry.operation in ("DEL", "PURGE"):
-                self._seen.pop(entry.key, None)
-                continue
-            with contextlib.suppress(Exception):
-                self._seen[entry.key] = (Heartbeat.decode(entry.value), time.monotonic())
+        """Follow the workers' heartbeats for as long as the router runs (a router whose
+        watch died used to stop altogether, and with it the provider registry it serves)."""
+        await watch_kv(
+            kv,
+            self._on_heartbeat,
+            stopping=self._stopping,
+            what=f"router {self.router_id}: workers",
+            restarted=_metrics.WATCH_RESTARTS.inc,
+        )
+
+    def _on_heartbeat(self, entry: KeyValue.Entry) -> None:
+        if not entry.value or entry.operation in ("DEL", "PURGE"):
+            self._seen.pop(entry.key, None)
+            return
+        with contextlib.suppress(Exception):
+            self._seen[entry.key] = (Heartbeat.decode(entry.value), time.monotonic())
+
+    def responsive_workers(self) -> set[str]:
+        """Live workers heard from within three heartbeats: a previous owner worth waiting
+        for. One that is silent longer (killed, frozen) will not release anything in time,
+        so its successor must not wait the handover grace for it."""
+        window = min(self.settings.worker_timeout_s, 3 * self.settings.heartbeat_interval_s)
+        cutoff = time.monotonic() - window
+        return {w for w, (beat, seen) in self._seen.items() if seen >= cutoff}
 
     def live_workers(self) -> list[str]:
         cutoff = time.monotonic() - self.settings.worker_timeout_s
         live = sorted(
             w for w, (beat, seen) in self._seen.items() if seen >= cutoff and not beat.draining
         )
+        consumed = {k for w in live for k in self._seen[w][0].shards}
         _metrics.LIVE_WORKERS.set(len(live))
+        _metrics.UNOWNED_SHARDS.set(self.settings.shards - len(consumed))
         return live
 
     # -- placement ---------------------------------------------------------------------------
@@ -222,6 +251,7 @@ class Router:
         live = self.live_workers()
         if not live:
             return
+        responsive = self.responsive_workers()
         current = {k: a.worker for k, (a, _) in self._assignments.items()}
         plan = place_shards(current, live, self.settings.shards)
         for shard, worker in sorted(plan.items()):
@@ -229,7 +259,7 @@ class Router:
             if previous is not None and previous[0].worker == worker:
                 continue
             old = previous[0] if previous else None
-            alive = old is not None and old.worker in live
+            alive = old is not None and old.worker in live and old.worker in responsive
             assignment = Assignment(
                 shard,
                 worker,
@@ -252,53 +282,62 @@ class Router:
             _metrics.SHARD_MOVES.labels(cause).inc()
 
     # -- hibernation -------------------------------------------------------------------------
+    async def _due(
+        self, redis: aioredis.Redis, schedule: Callable[[int], str], now: int
+    ) -> list[tuple[str, list[tuple[bytes, float]]]]:
+        """(key, [(member, due ms)]) of each shard's schedule with entries due by `now`, read
+        in one round trip; a share of SWEEP_BATCH each, so a tick's work stays bounded."""
+        shards = range(self.settings.shards)
+        share = max(1, SWEEP_BATCH // len(shards))
+        async with redis.pipeline(transaction=False) as pipe:
+            for shard in shards:
+                pipe.zrangebyscore(
+                    schedule(shard), "-inf", now, start=0, num=share, withscores=True
+                )
+            replies: list[Any] = await pipe.execute()
+        return [(schedule(k), due) for k, due in zip(shards, replies, strict=True) if due]
+
     async def _expire_approvals(self, js: JetStreamContext, redis: aioredis.Redis) -> None:
         """Send the timeout `reject` of every approval past its deadline in sessions that
-        are due on the schedule. The owning worker's timer sends the same message (one
+        are due on the schedules. The owning worker's timer sends the same message (one
         `Nats-Msg-Id`), so this only matters when no worker holds the session: hibernated,
         or suspended on a worker that died."""
         keys = RedisKeys(self.settings.redis_prefix)
         now = int(time.time() * 1000)
-        due: Any = await redis.zrangebyscore(
-            keys.approval_timeouts, "-inf", now, start=0, num=SWEEP_BATCH, withscores=True
-        )
-        if not due:
-            return
-        argv: list[str] = []
-        for member, score in due:
-            tenant, _, sid = member.decode().partition(".")
-            raw = await redis.hget(keys.state(sid), "d")
-            state: dict[str, Any] = orjson.loads(raw) if raw is not None else {}
-            for approval in state.get("pending_approvals") or []:
-                expires = approval.get("expires_ms")
-                if expires and expires <= now and approval.get("decision") is None:
-                    body, msg_id = approval_timeout(sid, approval["approval_id"])
-                    await js.publish(
-                        self._subjects.cmd(tenant, sid, "reject"),
-                        orjson.dumps(body),
-                        headers={"Nats-Msg-Id": msg_id},
-                    )
-                    _metrics.APPROVAL_TIMEOUTS.inc()
-            argv += [member.decode(), str(int(score))]  # the worker's next save reschedules
-        await redis.eval(_UNSCHEDULE, 1, keys.approval_timeouts, *argv)
+        for schedule, due in await self._due(redis, keys.approval_timeouts, now):
+            argv: list[str] = []
+            for member, score in due:
+                tenant, sid = parse_member(member)
+                raw = await redis.hget(keys.state(tenant, sid), "d")
+                state: dict[str, Any] = orjson.loads(raw) if raw is not None else {}
+                for approval in state.get("pending_approvals") or []:
+                    expires = approval.get("expires_ms")
+                    if expires and expires <= now and approval.get("decision") is None:
+                        body, msg_id = approval_timeout(tenant, sid, approval["approval_id"])
+                        await publish_retrying(
+                            js,
+                            self._subjects.cmd(tenant, sid, "reject"),
+                            orjson.dumps(body),
+                            headers={"Nats-Msg-Id": msg_id},
+                        )
+                        _metrics.APPROVAL_TIMEOUTS.inc()
+                argv += [member.decode(), str(int(score))]  # the worker's next save reschedules
+            await redis.eval(_UNSCHEDULE, 1, schedule, *argv)
 
     async def _sweep(self, js: JetStreamContext, redis: aioredis.Redis) -> None:
         """Send `hibernate` to idle sessions whose deadline passed (through the command path)."""
-        key = RedisKeys(self.settings.redis_prefix).hibernation
-        due: Any = await redis.zrangebyscore(
-            key, "-inf", int(time.time() * 1000), start=0, num=SWEEP_BATCH, withscores=True
-        )
-        if not due:
-            return
-        argv: list[str] = []
-        for member, score in due:
-            tenant, _, sid = member.decode().partition(".")
-            command = {"op": "hibernate", "id": f"hibernate-{sid}-{int(score)}"}
-            await js.publish(
-                self._subjects.cmd(tenant, sid, "hibernate"),
-                orjson.dumps(command),
-                headers={"Nats-Msg-Id": command["id"]},
-            )
-            argv += [member.decode(), str(int(score))]
-            _metrics.HIBERNATIONS.inc()
-        await redis.eval(_UNSCHEDULE, 1, key, *argv)
+        keys = RedisKeys(self.settings.redis_prefix)
+        for schedule, due in await self._due(redis, keys.hibernation, int(time.time() * 1000)):
+            argv: list[str] = []
+            for member, score in due:
+                tenant, sid = parse_member(member)
+                command = {"op": "hibernate", "id": f"hibernate-{tenant}.{sid}-{int(score)}"}
+                await publish_retrying(
+                    js,
+                    self._subjects.cmd(tenant, sid, "hibernate"),
+                    orjson.dumps(command),
+                    headers={"Nats-Msg-Id": command["id"]},
+                )
+                argv += [member.decode(), str(int(score))]
+                _metrics.HIBERNATIONS.inc()
+            await redis.eval(_UNSCHEDULE, 1, schedule, *argv)

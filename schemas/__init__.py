@@ -15,6 +15,7 @@ from schemas._commands import (
     APPROVAL_TIMEOUT,
     COMMAND_ADAPTER,
     COMMAND_OPS,
+    FLEET_ONLY_OPS,
     Abort,
     Approve,
     AttachTool,
@@ -29,6 +30,7 @@ from schemas._commands import (
     Respond,
     Steer,
     Stop,
+    SubagentResult,
     SwitchModel,
     UpdatePluginOpts,
     approval_timeout,
@@ -36,6 +38,7 @@ from schemas._commands import (
 from schemas._events import (
     EVENT_ADAPTER,
     EVENT_CATALOG,
+    PERMISSION_OPTIONS,
     Channel,
     Event,
     EventSpec,
@@ -130,6 +133,13 @@ from schemas._state import (
     ToolCallRecord,
     TurnProgress,
 )
+from schemas._strict import (
+    MAX_DEPTH,
+    deeper_than,
+    describe_errors,
+    unknown_fields,
+    unknown_message,
+)
 from schemas._subjects import CHANNELS, ShardedCommandSubject, Subjects
 
 __all__ = [
@@ -142,8 +152,11 @@ __all__ = [
     "DEFAULT_TENANT",
     "EVENT_ADAPTER",
     "EVENT_CATALOG",
+    "FLEET_ONLY_OPS",
     "GATEWAY_MODELS",
+    "MAX_DEPTH",
     "NO_GROUP",
+    "PERMISSION_OPTIONS",
     "REGISTRY_VERBS",
     "SCHEMA_VERSION",
     "Abort",
@@ -221,6 +234,7 @@ __all__ = [
     "Stop",
     "SubAgentInput",
     "SubAgentSpec",
+    "SubagentResult",
     "Subjects",
     "SwitchModel",
     "Token",
@@ -240,6 +254,8 @@ __all__ = [
     "approval_timeout",
     "canonical_tool_name",
     "channel_of",
+    "deeper_than",
+    "describe_errors",
     "export_json_schemas",
     "is_command_id",
     "is_secret_opt",
@@ -247,5 +263,7 @@ __all__ = [
     "new_command_id",
     "new_session_id",
     "redact_secrets",
+    "unknown_fields",
+    "unknown_message",
     "validate_event",
 ]

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, TypeAdapter
 
 from schemas._base import WireModel
+from schemas._events import Usage
 from schemas._ids import CommandId, Token
 from schemas._options import CheckpointRef, SessionOptions
 
@@ -18,7 +19,11 @@ class _Command(WireModel):
 
 
 class ParentRef(WireModel):
-    """Set by the fleet on a sub-agent's `create`: the parent session and the pending ref."""
+    """Set by the fleet on a sub-agent's `create`: the parent session and the pending ref.
+
+    Fleet-only: the worker checks it against the parent's persisted wait (a `create` naming
+    a parent that does not wait for this very session is `forbidden`).
+    """
 
     sid: Token
     ref: Token
@@ -70,7 +75,7 @@ APPROVAL_TIMEOUT = "approval_timeout"
 """The `reason` of the `reject` that expires an approval."""
 
 
-def approval_timeout(sid: str, approval_id: str) -> tuple[dict[str, Any], str]:
+def approval_timeout(tenant: str, sid: str, approval_id: str) -> tuple[dict[str, Any], str]:
     """The `reject` that expires an approval, and its `Nats-Msg-Id`. Whoever sends it (the
     owning worker's timer, or the router's sweep for a session no worker holds) sends the
     same message, so JetStream keeps one."""
@@ -81,13 +86,32 @@ def approval_timeout(sid: str, approval_id: str) -> tuple[dict[str, Any], str]:
         "reason": APPROVAL_TIMEOUT,
         "auto_resume": True,
     }
-    return body, f"{sid}.{approval_id}.timeout"
+    return body, f"{tenant}.{sid}.{approval_id}.timeout"
 
 
 class Respond(_Command):
     op: Literal["respond"] = "respond"
     ref: Token
     response: Any
+
+
+class SubagentResult(_Command):
+    """Fleet-only: a sub-agent's end, sent by the child's worker to its parent. `signature`
+    is an HMAC made with the parent's secret for this sub-agent, so a client cannot end
+    the parent's wait or invent the result (PROTOCOL §6.11)."""
+
+    op: Literal["subagent_result"] = "subagent_result"
+    ref: Token
+    child_sid: Token
+    status: Literal["ok", "error"]
+    result: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    signature: str = Field(min_length=1, max_length=128)
+
+
+FLEET_ONLY_OPS: frozenset[str] = frozenset({"subagent_result"})
+"""Ops only the fleet publishes (ops/README.md shows NATS permissions that keep clients off
+them); the worker verifies them whoever sent them."""
 
 
 class SwitchModel(_Command):
@@ -133,6 +157,7 @@ Command = Annotated[
     | Approve
     | Reject
     | Respond
+    | SubagentResult
     | SwitchModel
     | AttachTool
     | DetachTool
@@ -155,6 +180,7 @@ COMMAND_OPS: frozenset[str] = frozenset(
         Approve,
         Reject,
         Respond,
+        SubagentResult,
         SwitchModel,
         AttachTool,
         DetachTool,

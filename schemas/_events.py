@@ -99,12 +99,18 @@ class PromptRejected(WireModel):
     reason: str
 
 
+PERMISSION_OPTIONS: tuple[str, ...] = ("approve_once", "approve_always", "reject_once")
+"""The answers to an approval (CMDC's `permission_options`)."""
+
+
 class ApprovalRequired(WireModel):
     approval_id: str
     tool: str
     args: dict[str, Any]
     hint: str | None = None
     requested_at: int
+    permission_options: list[str] = Field(default_factory=lambda: list(PERMISSION_OPTIONS))
+    """The answers offered: `approve` with kind once / always, `reject`."""
 
 
 class ApprovalResolved(WireModel):
@@ -287,6 +293,16 @@ EVENT_CATALOG: dict[str, EventSpec] = {
     "plugin_event": EventSpec("monitor", PluginEvent),
     "stream_gap": EventSpec("monitor", StreamGap),
 }
+
+
+NOT_PUBLISHED: dict[str, str] = {
+    "stream_gap": (
+        "a notice the gateway and the SDK give a reader whose cursor is older than the "
+        "retention window, not an event of the session"
+    ),
+    "stream_stalled": "not published yet (stream health monitoring comes later)",
+}
+"""Catalog types the workers never publish, and why: a webhook cannot subscribe to them."""
 
 
 def channel_of(type_: str) -> Channel:

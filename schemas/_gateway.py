@@ -80,6 +80,9 @@ class SubAgentInput(_Request):
     user_data: dict[str, Any] | None = None
     provider_opts: dict[str, Any] | None = None
     max_turns: int | None = Field(default=None, gt=0)
+    plugins: list[str | PluginInput] | None = None
+    """None: the parent's plugins with their options in force (PROTOCOL §6.11)."""
+    skills_dirs: list[str] | None = None
 
 
 class ToolCallInput(_Request):
@@ -133,6 +136,12 @@ class CreateSessionRequest(_Request):
     tool_retry_delay_ms: int | None = Field(default=None, ge=0)
     compactor: CompactorInput | None = None
     hibernate_after_ms: int | None = Field(default=None, gt=0)
+    event_buffer_size: int | None = Field(default=None, ge=0, le=1_000_000)
+    memory: list[str] | None = None
+    sandbox: Any = None
+    response_format: Any = None
+    """`memory`, `sandbox` and `responseFormat` are CMDC options the fleet refuses (422 with
+    the reason), the same as on NATS."""
 
     def to_options(self) -> dict[str, Any]:
         """The internal `create` options (snake_case): the fields the client set, but `null`
@@ -231,6 +240,8 @@ class SessionSummary(GatewayModel):
     created_at: str
     """ISO 8601, like every timestamp of the HTTP API."""
     group_id: str | None = None
+    parent_id: str | None = None
+    """A sub-agent's parent session (listed with `?parentId=`, not among top-level ones)."""
 
 
 class SessionList(GatewayModel):
@@ -252,6 +263,8 @@ class SessionDetail(GatewayModel):
     uptime_ms: int
     model: str
     group_id: str | None = None
+    parent_id: str | None = None
+    """Set on a sub-agent: the session whose `task` call started it."""
     pending_approvals: list[PendingApprovalView] = Field(default_factory=list)
 
 
@@ -299,10 +312,20 @@ class ToolCallView(GatewayModel):
 
 
 class MessageView(GatewayModel):
+    """A message of the history, with everything `messages` at create takes back: the
+    output of `GET /messages` can be given as the `messages` of a new session."""
+
     role: str
     content: str | None = None
     """None for an assistant message that only calls tools."""
     tool_calls: list[ToolCallView] | None = None
+    thinking: str | None = None
+    call_id: str | None = None
+    """A tool result: the call it answers."""
+    name: str | None = None
+    """A tool result: the tool's name."""
+    is_error: bool | None = None
+    """A tool result: whether the tool failed."""
 
 
 class MessageList(GatewayModel):

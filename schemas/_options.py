@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from schemas._base import WireModel
-from schemas._events import EVENT_CATALOG
+from schemas._events import EVENT_CATALOG, NOT_PUBLISHED
 from schemas._ids import Token, is_token
 
 PromptMode = Literal["full", "task", "minimal", "none"]
@@ -50,6 +50,10 @@ class PluginSpec(WireModel):
 
 
 class SubAgentSpec(WireModel):
+    """A sub-agent the `task` tool may start (CMDC's SubAgent). A field left out (None) is
+    the parent's: in particular a sub-agent runs under its parent's plugins, with their
+    options in force, unless `plugins` names its own (PROTOCOL §6.11)."""
+
     name: Token
     description: str = ""
     system_prompt: str = ""
@@ -59,6 +63,8 @@ class SubAgentSpec(WireModel):
     user_data: dict[str, Any] | None = None
     provider_opts: dict[str, Any] | None = None
     max_turns: int | None = Field(default=None, gt=0)
+    plugins: list[str | PluginSpec] | None = None
+    skills_dirs: list[str] | None = None
 
 
 class Compactor(WireModel):
@@ -101,6 +107,9 @@ class Webhook(WireModel):
         unknown = [type_ for type_ in value if type_ not in EVENT_CATALOG]
         if unknown:
             raise ValueError(f"unknown event types: {', '.join(map(repr, unknown))}")
+        never = [type_ for type_ in value if type_ in NOT_PUBLISHED]
+        if never:
+            raise ValueError(f"the fleet never sends {never[0]!r}: {NOT_PUBLISHED[never[0]]}")
         return list(dict.fromkeys(value))
 
 
@@ -119,6 +128,20 @@ class HistoryMessage(WireModel):
     call_id: str | None = None
     name: str | None = None
     is_error: bool | None = None
+
+
+_UNSUPPORTED = {
+    "memory": (
+        "not supported yet: load memory files into the system prompt with the memory_loader "
+        'plugin ({"name": "memory_loader", "opts": {"files": [...]}})'
+    ),
+    "sandbox": (
+        "not supported yet: file tools are confined to the session workspace, and shell "
+        "(off unless FLOTILLA_SHELL_ENABLED) runs in a scrubbed copy of it"
+    ),
+    "response_format": "not supported yet: structured output is not offered by this fleet",
+}
+"""CMDC options this fleet refuses rather than ignore, and why."""
 
 
 class SessionOptions(WireModel):
@@ -146,8 +169,34 @@ class SessionOptions(WireModel):
     hibernate_after_ms: int | None = Field(default=None, gt=0)
     blueprint: str | None = None
     working_dir: str | None = None
+    """Only the workspace root (`.`) for now: file tools work in the session's workspace."""
     skills_dirs: list[str] = Field(default_factory=list)
+    """Workspace directories whose SKILL.md files are the session's skills (found at
+    `create`; listed in a `full` system prompt; skill_guard's default directories)."""
     webhook: Webhook | None = None
+    event_buffer_size: int | None = Field(default=None, ge=0, le=1_000_000)
+    """CMDC's per-session replay buffer. Always on here: every event is kept in the event
+    stream for FLOTILLA_EVENT_MAX_AGE_S and replayed with `since`, whatever this says."""
+    memory: list[str] | None = None
+    sandbox: Any = None
+    response_format: Any = None
+
+    @field_validator("working_dir")
+    @classmethod
+    def _workspace_root(cls, value: str | None) -> str | None:
+        if value not in (None, "", ".", "./"):
+            raise ValueError(
+                "only '.' is supported for now: file tools work in the session's own "
+                "workspace, which follows the session from worker to worker"
+            )
+        return value
+
+    @field_validator("memory", "sandbox", "response_format")
+    @classmethod
+    def _not_yet(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None:
+            raise ValueError(_UNSUPPORTED[str(info.field_name)])
+        return value
 
     @field_validator("model")
     @classmethod

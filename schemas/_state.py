@@ -85,6 +85,8 @@ class PendingApproval(BaseModel):
     requested_at: int = 0
     expires_ms: int | None = None
     decision: Literal["approved", "rejected"] | None = None
+    options: list[str] | None = None
+    """The answers offered (`approve_once`, `approve_always`, `reject_once`); None: all."""
 
 
 class PendingQuestion(BaseModel):
@@ -98,6 +100,9 @@ class PendingQuestion(BaseModel):
     question: str = ""
     options: list[str] | None = None
     child_sid: str | None = None
+    token: str | None = None
+    """A sub-agent's secret: its report is signed with it, so only the fleet can end the
+    wait (never shown to clients)."""
 
 
 class ParentLink(BaseModel):
@@ -107,6 +112,11 @@ class ParentLink(BaseModel):
 
     sid: str
     ref: str
+    token: str = ""
+    """The parent's secret for this sub-agent (signs its report)."""
+    spent_usd: float = 0.0
+    """What the parent's budget had spent when it started this sub-agent: it counts against
+    this session's budgets too (cost_guard)."""
     reported: bool = False
 
 
@@ -170,9 +180,14 @@ class SessionState(BaseModel):
     allowlist: list[tuple[str, str]] = Field(default_factory=list)
     todos: list[dict[str, Any]] = Field(default_factory=list)
     system_context: dict[str, str] = Field(default_factory=dict)
+    skills: list[dict[str, Any]] = Field(default_factory=list)
+    """The skills found under `options.skills_dirs` at `create`: {name, description,
+    allowed_tools, path} (the Skills section of a `full` system prompt)."""
     """Dynamic sections of the system prompt set by plugins (`update_system_context`)."""
     parent: ParentLink | None = None
     depth: int = 0
+    subagent_usage: Usage = Field(default_factory=Usage)
+    """What the session's finished sub-agents spent (their own sub-agents included)."""
     outbox: list[OutboxCommand] = Field(default_factory=list)
     unannounced: list[PendingEvent] = Field(default_factory=list)
     """Events saved with the step that caused them and not yet known to be published; a
@@ -181,3 +196,10 @@ class SessionState(BaseModel):
     @property
     def group(self) -> str | None:
         return self.options.group_id
+
+    @property
+    def spent_usd(self) -> float:
+        """What counts against the session's budgets: its own cost, its finished
+        sub-agents', and for a sub-agent what its parent had spent when it started it."""
+        inherited = self.parent.spent_usd if self.parent is not None else 0.0
+        return self.usage.cost_usd + self.subagent_usage.cost_usd + inherited

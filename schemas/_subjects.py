@@ -106,6 +106,10 @@ class Subjects:
     def shard_filter(self, shard: int) -> str:
         return f"{self.prefix}.cmd.{shard}.>"
 
+    def session_filter(self, shard: int, tenant: str, sid: str) -> str:
+        """Every stored command of one session (its shard is in the subject)."""
+        return f"{self.prefix}.cmd.{shard}.{tenant}.{sid}.*"
+
     def parse_stored_cmd(self, subject: str) -> ShardedCommandSubject | None:
         """Split a stored (partitioned) command subject; None when it has the wrong shape."""
         parts = subject.split(".")
@@ -125,10 +129,11 @@ class Subjects:
     def evt_all(self) -> str:
         return f"{self.prefix}.evt.>"
 
-    def evt_session(self, sid: str, channel: str | None = None) -> str:
-        """Every event of one session, optionally of one channel."""
+    def evt_session(self, sid: str, channel: str | None = None, *, tenant: str = "*") -> str:
+        """Every event of one session (of one tenant, when given: session ids are chosen per
+        tenant), optionally of one channel."""
         tail = f"{channel}.>" if channel else ">"
-        return f"{self.prefix}.evt.*.*.{sid}.{tail}"
+        return f"{self.prefix}.evt.{tenant}.*.{sid}.{tail}"
 
     def evt_group(self, group: str, channel: str | None = None, *, tenant: str = "*") -> str:
         """Every event of one group (of one tenant, when given), optionally of one channel."""

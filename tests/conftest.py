@@ -1,8 +1,14 @@
-"""One real nats-server and one real Redis per test session; a fresh prefix per test."""
+"""One real nats-server and one real Redis per test session; a fresh prefix per test.
+
+`FLOTILLA_TEST_REDIS=cluster` runs the session against a 3-master Redis Cluster instead of
+one Redis (`REDIS_URL`, when given, then names one of its nodes); every client of the tests
+comes from `connect_redis`, as the fleet's do, with `redis_cluster` set accordingly.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import secrets
@@ -11,6 +17,7 @@ import socket
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -20,13 +27,16 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from flotilla import Fleet, Settings
-from flotilla._connect import connect_nats
+from flotilla import Fleet, Session, Settings
+from flotilla._connect import connect_nats, connect_redis
 from flotilla._up import spawn_component
-from flotilla.embedded import start_nats, start_redis
-from flotilla.keys import RedisKeys
+from flotilla.embedded import start_nats, start_redis, start_redis_cluster
+from flotilla.keys import RedisKeys, session_member
 from router import Router
+from schemas import Event
 from workers import Worker
 
 
@@ -86,6 +96,15 @@ def litellm_loopback(
     assert not refused, f"litellm tried to reach {refused}"
 
 
+REDIS_CLUSTER = os.environ.get("FLOTILLA_TEST_REDIS", "") == "cluster"
+"""The test session's Redis is a Redis Cluster (its URL names one node)."""
+
+
+def redis_client(redis_url: str) -> aioredis.Redis:
+    """A client of the test session's Redis (single or Cluster), as the fleet makes them."""
+    return connect_redis(Settings(redis_url=redis_url, redis_cluster=REDIS_CLUSTER))
+
+
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(nats_url, redis_url): from NATS_URL / REDIS_URL, else started for this session."""
@@ -94,12 +113,41 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         return
     data = tmp_path_factory.mktemp("servers")
     nats_server = start_nats(data)
-    redis_server = start_redis(data, persist=False)
+    redis_server = start_redis_cluster(data) if REDIS_CLUSTER else start_redis(data, persist=False)
     try:
         yield nats_server.url, redis_server.url
     finally:
         nats_server.stop()
         redis_server.stop()
+
+
+@contextlib.asynccontextmanager
+async def redis_refused(client: aioredis.Redis, port: int) -> AsyncIterator[None]:
+    """Fault injection: within the block every connection `client` makes (to a single Redis,
+    or to any node of a Cluster) goes to `port`, where nothing listens."""
+    if isinstance(client, RedisCluster):
+        manager = client.nodes_manager
+        nodes = [*manager.startup_nodes.values(), *manager.nodes_cache.values()]
+        pools: list[Any] = list({id(node): node for node in nodes}.values())
+    else:
+        pools = [client.connection_pool]
+    ports = [pool.connection_kwargs["port"] for pool in pools]
+
+    async def reconnect(to: list[int]) -> None:
+        for pool, target in zip(pools, to, strict=True):
+            pool.connection_kwargs["port"] = target
+            await pool.disconnect()
+            if isinstance(pool, ClusterNode):  # its connections keep their own address
+                pool._connections.clear()
+                pool._free.clear()
+            else:
+                pool.reset()
+
+    await reconnect([port] * len(pools))
+    try:
+        yield
+    finally:
+        await reconnect(ports)
 
 
 async def eventually(
@@ -116,6 +164,29 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+async def prompt_rounds(
+    sessions: list[Session], rounds: int, sent: list[str], *, pause: float
+) -> None:
+    """Prompt every session `r0`, `r1`... `rounds` times over, recording the prompt ids in
+    `sent`; `pause` seconds between rounds (the load of a failover test)."""
+    for r in range(rounds):
+        for session in sessions:
+            sent.append(await session.prompt(f"r{r}"))
+        await asyncio.sleep(pause)
+
+
+def count_ends(sessions: list[Session], ends: Counter[str]) -> list[Event]:
+    """Count, by request id, the `agent_end` events the sessions buffered; returns them."""
+    found = []
+    for session in sessions:
+        while not session._events.empty():
+            event = session._events.get_nowait()
+            if event.type == "agent_end" and event.request_id:
+                ends[event.request_id] += 1
+                found.append(event)
+    return found
 
 
 class WorkerProcess:
@@ -148,7 +219,7 @@ class Harness:
         self.processes: list[WorkerProcess] = []
         self.fleet: Fleet | None = None
         self.nc: NATS | None = None
-        self.redis = aioredis.Redis.from_url(settings.redis_url)
+        self.redis = connect_redis(settings)
 
     async def start_router(self) -> Router:
         routers = sum(isinstance(s, Router) for s in self.services)
@@ -202,15 +273,45 @@ class Harness:
         assert self.nc is not None
         await self.nc.jetstream().publish(subject, data, headers=headers)
 
-    async def history(self, sid: str) -> list[dict[str, Any]]:
+    async def dead_letters(self, count: int) -> list[tuple[str, dict[str, str], bytes]]:
+        """The first `count` dead letters of this fleet: (subject, headers, data)."""
+        assert self.nc is not None
+        sub = await self.nc.jetstream().subscribe(
+            self.settings.subjects.dlq_all,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        )
+        out = []
+        try:
+            for _ in range(count):
+                msg = await sub.next_msg(timeout=5)
+                out.append((msg.subject, dict(msg.headers or {}), msg.data))
+        finally:
+            await sub.unsubscribe()
+        return out
+
+    async def history(self, sid: str, tenant: str = "acme") -> list[dict[str, Any]]:
         """The session's persisted message history, read straight from Redis."""
-        raw = await self.redis.lrange(RedisKeys(self.settings.redis_prefix).history(sid), 0, -1)
+        key = RedisKeys(self.settings.redis_prefix).history(tenant, sid)
+        raw = await self.redis.lrange(key, 0, -1)
         return [decode(item) for item in raw]
 
-    async def state(self, sid: str) -> dict[str, Any]:
+    async def state(self, sid: str, tenant: str = "acme") -> dict[str, Any]:
         """The session's persisted state, read straight from Redis ({} when there is none)."""
-        raw = await self.redis.hget(RedisKeys(self.settings.redis_prefix).state(sid), "d")
+        raw = await self.redis.hget(RedisKeys(self.settings.redis_prefix).state(tenant, sid), "d")
         return decode(raw) if raw else {}
+
+    async def scheduled(
+        self, schedule: Callable[[int], str], sid: str, tenant: str = "acme"
+    ) -> float | None:
+        """When the session is due on a per-shard schedule (`RedisKeys.hibernation`,
+        `.approval_timeouts`), whichever shard it is of; None when it is on none."""
+        member = session_member(tenant, sid)
+        for shard in range(self.settings.shards):
+            score = await self.redis.zscore(schedule(shard), member)
+            if score is not None:
+                return float(score)
+        return None
 
     async def close(self) -> None:
         for process in self.processes:
@@ -237,6 +338,7 @@ def test_settings(nats_url: str, redis_url: str, **overrides: Any) -> Settings:
         worker_timeout_s=1.5,
         handover_grace_s=2.0,
         sweep_interval_s=0.2,
+        redis_cluster=REDIS_CLUSTER,
     )
     return base.with_overrides(**overrides)
 
@@ -268,7 +370,7 @@ async def fleet(harness_factory: Callable[..., Awaitable[Harness]]) -> Harness:
     return await harness.start_fleet("w1")
 
 
-def decode(data: bytes) -> dict[str, Any]:
+def decode(data: bytes | str) -> dict[str, Any]:
     value = orjson.loads(data)
     assert isinstance(value, dict)
     return value

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,11 +27,34 @@ from workers._parse import command_id_of, parse_command
 from workers._prompting import system_prompt
 from workers._timers import ApprovalTimers
 from workers._turn import TurnRunner
-from workers.errors import CommandRejected, Conflict, Fenced, StoreUnavailable
+from workers.errors import (
+    RETRIED,
+    CommandRejected,
+    Conflict,
+    Fenced,
+    StoreUnavailable,
+)
 from workers.plugins import PluginChain, PluginLoadError, load_plugins
 from workers.tools import Tool, Workspace, open_workspace
 
 log = logging.getLogger(__name__)
+
+_TRIED_AGAIN: tuple[type[BaseException], ...] = (Conflict, *RETRIED)
+"""What a command meets that is tried again in place (an outage, a write conflict)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The session as this worker last wrote it at `epoch`. Redis acknowledges a write once
+    a replica has it (WAIT), yet a failover can still promote another replica that lacks it
+    and the write is gone, with the commands it applied already acknowledged. No one else
+    writes the session at this epoch, so a stored version below this one means exactly
+    that: it is written again from here instead of the commands being lost."""
+
+    epoch: int
+    version: int
+    state: bytes
+    history: list[dict[str, Any]]
 
 
 class _Failed:
@@ -44,6 +68,10 @@ RESUME = object()
 HIBERNATE = object()
 """Mailbox item: the turn runner stopped, so a deferred `hibernate` may now take effect."""
 
+UPDATE_PLUGINS = object()
+"""Mailbox item: the turn runner stopped to wait (an approval, an answer), so the plugin
+options deferred while it ran apply now, as for an idle session."""
+
 
 class SessionActor:
     """Owns one session while it is resident on this worker."""
@@ -51,12 +79,15 @@ class SessionActor:
     def __init__(
         self,
         *,
+        tenant: str,
         sid: str,
         shard: int,
         epoch: int,
         ctx: WorkerContext,
         on_exit: Callable[[SessionActor], None],
+        written: Written | None = None,
     ) -> None:
+        self.tenant = tenant
         self.sid = sid
         self.shard = shard
         self.epoch = epoch
@@ -66,6 +97,9 @@ class SessionActor:
         self.mailbox: asyncio.Queue[Delivery | object] = asyncio.Queue()
         self.state: SessionState | None = None
         self.version = 0
+        self.written = written
+        """The last write of the session (this actor's, or a predecessor's that an outage
+        stopped), until the session leaves the worker."""
         self.history: list[dict[str, Any]] = []
         self.history_chars = 0
         self._unsaved: list[bytes] = []
@@ -79,7 +113,7 @@ class SessionActor:
         self.hooks = SessionHooks(self, PluginChain([]))
         self._workspace: Workspace | None = None
         self._lingering: set[asyncio.Task[Any]] = set()
-        self._timers = ApprovalTimers(ctx, sid, resident=lambda: self.state is not None)
+        self._timers = ApprovalTimers(ctx, tenant, sid, resident=lambda: self.state is not None)
         self.last_used = 0.0
         self.closed = False
         self.needs_resume = False
@@ -110,6 +144,8 @@ class SessionActor:
                         return
                     elif item is HIBERNATE:
                         await self._hibernate_deferred()
+                    elif item is UPDATE_PLUGINS:
+                        await self._update_plugins_deferred()
                     elif self.state is None:
                         await self._load()
                 finally:
@@ -120,16 +156,23 @@ class SessionActor:
         except Fenced:
             _metrics.FENCED.inc()
             log.warning("session %s: fenced by a newer owner; dropping it", self.sid)
+        except RETRIED as exc:  # Redis or NATS out while loading, hibernating...
+            _metrics.RESUMES_DEFERRED.inc()
+            log.warning("session %s: %r; the worker resumes it soon", self.sid, exc)
+            self.state = None
+            self.needs_resume = True  # an outage never strands a turn: tried again each second
         finally:
             self.closed = True
+            # set down what is unapplied before anything else can run: a new actor of the
+            # session may start at the next await, and its commands must find these
             if isinstance(item, Delivery):
                 item.abandon()  # taken from the mailbox, not applied: redelivered later
-            await self.stop_turn()
-            await self._drop_background()
             while not self.mailbox.empty():
                 queued = self.mailbox.get_nowait()
                 if isinstance(queued, Delivery):
                     queued.abandon()
+            await self.stop_turn()
+            await self._drop_background()
             self._on_exit(self)
 
     async def quiesce(self) -> None:
@@ -178,6 +221,9 @@ class SessionActor:
     def turn_stopped(self) -> None:
         """Called by the turn runner as it exits (its turn ended or waits for the user)."""
         self.turn = None
+        state = self.state
+        if state is not None and state.current is not None and state.deferred_plugin_opts:
+            self.mailbox.put_nowait(UPDATE_PLUGINS)
         if self.hibernation is not None:
             self.mailbox.put_nowait(HIBERNATE)
 
@@ -194,6 +240,11 @@ class SessionActor:
         await self.emit("session_hibernated", {}, request_id=request_id)
         _metrics.HIBERNATIONS.inc()
         self.drop()
+
+    async def _update_plugins_deferred(self) -> None:
+        state = self.state
+        if state is not None and self.turn is None and state.deferred_plugin_opts:
+            await _ops.apply_deferred_plugin_opts(self)
 
     async def _hibernate_deferred(self) -> None:
         request_id, self.hibernation = self.hibernation, None
@@ -215,16 +266,23 @@ class SessionActor:
 
     # -- loading and saving ------------------------------------------------------------------
     async def _load(self, request_id: str | None = None) -> None:
-        loaded = await self._ctx.store.load(self.sid, epoch=self.epoch)
-        if loaded is None:
+        loaded = await self._ctx.store.load(self.tenant, self.sid, epoch=self.epoch)
+        written = self.written
+        stored_version = loaded.version if loaded is not None else 0
+        if written is not None and written.epoch == self.epoch and stored_version < written.version:
+            await self._write_again(written, stored_version)
+            state = self.state
+            assert state is not None
+        elif loaded is None:
             return
-        state = self.state = SessionState.model_validate_json(loaded.state)
-        self.version = loaded.version
-        self._timeout_at = _earliest_timeout(state)  # what the save of this state wrote
-        self.history = [orjson.loads(raw) for raw in loaded.history[: state.history_len]]
-        self.history_chars = sum(len(m.get("content") or "") for m in self.history)
-        if len(loaded.history) != state.history_len:
-            self._keep = state.history_len  # drop entries of a write that was fenced
+        else:
+            state = self.state = SessionState.model_validate_json(loaded.state)
+            self.version = loaded.version
+            self._timeout_at = _earliest_timeout(state)  # what the save of this state wrote
+            self.history = [orjson.loads(raw) for raw in loaded.history[: state.history_len]]
+            self.history_chars = sum(len(m.get("content") or "") for m in self.history)
+            if len(loaded.history) != state.history_len:
+                self._keep = state.history_len  # drop entries of a write that was fenced
         self.attach_plugins()
         if state.status == "hibernated":
             state.status = "idle"
@@ -243,6 +301,23 @@ class SessionActor:
             current is None and state.prompt_queue
         ):
             self.start_turn(resumed=current is not None)
+
+    async def _write_again(self, written: Written, stored_version: int) -> None:
+        """Redis holds an older version than this worker wrote at its epoch (or none): a
+        failover lost acknowledged writes. Write the session back as this worker had it."""
+        _metrics.STORE_WRITES_LOST.inc()
+        log.warning(
+            "session %s: Redis lost acknowledged writes (holds version %d, this worker wrote "
+            "%d; a failover to a replica that lacked them); written again",
+            self.sid,
+            stored_version,
+            written.version,
+        )
+        self.state = SessionState.model_validate_json(written.state)
+        self.version = stored_version
+        self._timeout_at = None  # the schedule entry went back with the rest: write it
+        self.replace_history(written.history)
+        await self.save()
 
     def attach_plugins(self) -> None:
         """Build the session's plugin chain from its options and hot-updated opts."""
@@ -274,7 +349,7 @@ class SessionActor:
                 settings=self.settings,
                 redis=self._ctx.store.redis,
                 keys=self._ctx.store.keys,
-                tenant=state.tenant,
+                tenant=self.tenant,
                 sid=self.sid,
             )
         return self._workspace
@@ -314,12 +389,13 @@ class SessionActor:
             idle = state.current is None and state.status == "idle"
             after = state.options.hibernate_after_ms or self._ctx.settings.hibernate_after_ms
             timeout_at = _earliest_timeout(state)
+            data = state.model_dump_json().encode()
             write = asyncio.ensure_future(
                 self._ctx.store.save(
                     self.sid,
                     epoch=self.epoch,
                     version=self.version,
-                    state=state.model_dump_json().encode(),
+                    state=data,
                     append=append,
                     keep=keep,
                     shard=self.shard,
@@ -336,9 +412,13 @@ class SessionActor:
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     self.version = await write
-                    self._timeout_at = timeout_at
+                    self._written(timeout_at, data)
                 raise
-            self._timeout_at = timeout_at
+            self._written(timeout_at, data)
+
+    def _written(self, timeout_at: int | None, data: bytes) -> None:
+        self._timeout_at = timeout_at
+        self.written = Written(self.epoch, self.version, data, list(self.history))
 
     async def emit(
         self,
@@ -466,39 +546,90 @@ class SessionActor:
 
     # -- commands ----------------------------------------------------------------------------
     async def _handle(self, delivery: Delivery) -> None:
+        """Apply one command. A Redis or NATS outage, or a write conflict, tries the same
+        command again in place while the session's next commands wait behind it: a later
+        command applied first would mark this one a duplicate (`applied_seq`) and lose it."""
+        pause = 0.05
+        while not await self._apply(delivery, first_try=pause == 0.05):
+            self._handled.set()  # nothing is half applied: the actor may be stopped meanwhile
+            try:
+                await delivery.in_progress()
+                await asyncio.sleep(pause)
+            finally:
+                self._handled.clear()
+            pause = min(pause * 2, 1.0)
+
+    async def _apply(self, delivery: Delivery, *, first_try: bool) -> bool:
+        """Apply, reject or set aside `delivery`; False when it must be tried again."""
         op = delivery.op
         try:
-            command = parse_command(delivery, max_bytes=self._ctx.settings.max_command_bytes)
+            command = parse_command(
+                delivery, max_bytes=self._ctx.settings.max_command_bytes, cipher=self._ctx.cipher
+            )
             if self.state is None:
                 await self._load(command.id or f"seq-{delivery.seq}")
             state = self.state
             if state is not None and delivery.seq <= state.applied_seq:
                 await delivery.ack(op, "duplicate")
-                return
+                return True
+            if delivery.check_order:
+                await self._apply_missed(delivery)
+                if self.state is None:  # one of them stopped or hibernated the session
+                    await self._load(command.id or f"seq-{delivery.seq}")
+                state = self.state
             if state is None and not isinstance(command, Create):
                 raise CommandRejected("session_not_found", f"no session {self.sid!r}")
-            if state is not None and state.tenant != delivery.tenant:
-                raise CommandRejected("forbidden", "the session belongs to another tenant")
             await _ops.apply(self, command, delivery)
         except CommandRejected as exc:
             await self._reject(delivery, exc)
         except Fenced:
             delivery.abandon()  # the new owner's consumer delivers it again
             raise
-        except Conflict as exc:
-            # another actor of this worker wrote meanwhile (a brief overlap while one closes):
-            # reload, and have the command back soon rather than after the ack wait
-            log.warning("session %s: %s; reloading", self.sid, exc)
-            await self.stop_turn()
+        except _TRIED_AGAIN as exc:
+            # Conflict: another actor of this worker wrote meanwhile (a brief overlap while
+            # one closes). Either way the write may or may not have landed: reload, try again.
+            if first_try:
+                _metrics.COMMAND_RETRIES.inc()
+                log.warning(
+                    "session %s: %s; command %d is tried again", self.sid, exc, delivery.seq
+                )
             self.state = None
-            await delivery.nak(0.05)
-        except StoreUnavailable as exc:
-            log.warning(
-                "session %s: %s; command %d will be redelivered", self.sid, exc, delivery.seq
-            )
-            self.state = None  # the write may or may not have landed: reload next time
             await self.stop_turn()
-            await delivery.nak(1.0)
+            return False
+        except Exception as exc:  # a bug met this command: set it aside, never loop on it
+            log.exception("session %s: command %d failed", self.sid, delivery.seq)
+            self.state = None  # what it changed in memory is not kept: reload next time
+            await self.stop_turn()
+            refusal = CommandRejected(
+                "internal_error",
+                f"the fleet could not apply this command ({type(exc).__name__}); it was set "
+                "aside in the dead-letter stream",
+            )
+            await self._reject(delivery, refusal)
+        return True
+
+    async def _apply_missed(self, delivery: Delivery) -> None:
+        """Apply first, in stream order, the session's commands stored before `delivery`
+        that were never applied here: their delivery was lost in transit (with a node or a
+        leader change) or set down unapplied. They would come again only after `ack_wait`,
+        after this one, and be taken for duplicates of it. A session not created yet looks
+        from the stream's start (its `create` may be the command lost); the work queue holds
+        only commands not yet acknowledged."""
+        after = 0
+        while True:
+            start = max(self.state.applied_seq if self.state is not None else 0, after) + 1
+            missed = await self._ctx.stored.missed_before(delivery, from_seq=start)
+            if missed is None:
+                return
+            after = missed.seq  # never the same one twice, even if it stays in the stream
+            _metrics.COMMANDS_RECOVERED.inc()
+            log.warning(
+                "session %s: command %d never reached it; applied from the stream before %d",
+                self.sid,
+                missed.seq,
+                delivery.seq,
+            )
+            await self._handle(missed)
 
     async def commit(self, delivery: Delivery, outcome: str = "applied") -> None:
         """Record the command as applied with the state it produced, then acknowledge it."""
@@ -511,16 +642,15 @@ class SessionActor:
     async def _reject(self, delivery: Delivery, exc: CommandRejected) -> None:
         command_id = command_id_of(delivery.msg.data)
         state = self.state
-        same_tenant = state is not None and state.tenant == delivery.tenant
         await self._ctx.events.publish(
             tenant=delivery.tenant,
-            group=state.group if same_tenant and state else None,
+            group=state.group if state else None,
             sid=self.sid,
             type_="error",
             data={"code": exc.code, "message": exc.message, "command_id": command_id},
-            turn=state.turns if same_tenant and state else 0,
+            turn=state.turns if state else 0,
             request_id=command_id,
-            webhook=state.options.webhook if same_tenant and state else None,
+            webhook=state.options.webhook if state else None,
         )
         if exc.dead_letter:
             await self._ctx.dead_letter(
@@ -537,14 +667,16 @@ class SessionActor:
             _metrics.DEAD_LETTERS.labels(exc.code).inc()
             await delivery.term(delivery.op, exc.code)
             return
-        if same_tenant and state is not None and delivery.seq > state.applied_seq:
+        if state is not None and delivery.seq > state.applied_seq:
             # the command was valid: it is applied as a refusal, once
             await self.commit(delivery, exc.code)
         else:
             await delivery.ack(delivery.op, exc.code)
 
     def drop(self) -> None:
+        """Forget the session (hibernated or stopped): the next command loads it again."""
         self.state = None
+        self.written = None
         self.hibernation = None
         self.history = []
         self.history_chars = 0

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from schemas import PendingApproval, PendingQuestion, ToolCallRecord
+from schemas import PERMISSION_OPTIONS, PendingApproval, PendingQuestion, ToolCallRecord
 from workers import _audit, _metrics, _subagents
 from workers._events import now_ms
 from workers.plugins import (
@@ -163,7 +163,7 @@ class ToolBatch:
                 self._finish(record, ToolResult.error(f"blocked: {terminal.reason}"))
                 continue
             if isinstance(terminal, RequireApproval) and not record.approved:
-                await self._ask_approval(record, terminal.hint, rid)
+                await self._ask_approval(record, terminal, rid)
                 continue
             record.status = "running"
             record.started_ms = now_ms()
@@ -174,10 +174,12 @@ class ToolBatch:
         return started
 
     async def _ask_approval(
-        self, record: ToolCallRecord, hint: str | None, rid: str | None
+        self, record: ToolCallRecord, asked: RequireApproval, rid: str | None
     ) -> None:
         state = self._actor.state
         assert state is not None
+        hint = asked.hint
+        options = list(asked.options) if asked.options is not None else None
         approval = PendingApproval(
             approval_id=f"ap-{secrets.token_hex(6)}",
             call_id=record.call_id,
@@ -188,6 +190,7 @@ class ToolBatch:
             hint=hint,
             requested_at=now_ms(),
             expires_ms=self._actor.approval_deadline(),
+            options=options,
         )
         state.pending_approvals.append(approval)
         record.status = "awaiting"
@@ -199,6 +202,7 @@ class ToolBatch:
                 "args": approval.args,
                 "hint": hint,
                 "requested_at": approval.requested_at,
+                "permission_options": options or list(PERMISSION_OPTIONS),
             },
             request_id=rid,
         )

@@ -15,14 +15,15 @@ import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
+from flotilla._connect import REDIS_ERRORS
 from schemas import Budget
 from workers.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 _KEEP_S = 2 * 24 * 3600
+_UNAVAILABLE: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError)
 
 
 class BudgetMeter:
@@ -43,8 +44,8 @@ class BudgetMeter:
         """Which limit of `budget` today's usage has reached, described; None if none."""
         try:
             tokens, usd = await self._redis.hmget(self.key(tenant, profile), ["tokens", "usd"])
-        except (redis.exceptions.RedisError, OSError) as exc:
-            raise StoreUnavailable(f"budget of profile {profile!r}: {exc!r}") from exc
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable.of(exc, f"budget of profile {profile!r}") from exc
         if budget.tokens_per_day is not None and int(tokens or 0) >= budget.tokens_per_day:
             return f"{budget.tokens_per_day} tokens"
         if budget.usd_per_day is not None and float(usd or 0) >= budget.usd_per_day:
@@ -59,7 +60,7 @@ class BudgetMeter:
         pipe.expire(key, _KEEP_S)
         try:
             await pipe.execute()
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except _UNAVAILABLE as exc:
             # The answer is out already: failing the turn now would only have the call made
             # and paid again when it resumes. The usage of this one call goes uncounted.
             log.warning("budget of profile %r: usage not counted (%r)", profile, exc)

@@ -3,6 +3,8 @@ a TTL and a count limit, from which `create{from_checkpoint}` starts a new sessi
 
 Secrets are redacted before a copy is written: a provider key given at `create` is not in a
 checkpoint, so a session restored from one passes its own `provider_opts` (seeds/000 recipe 6).
+Plugin state is left out too, and what a new session does not take from a copy is listed in
+workers/_sessions.py (`_NOT_RESTORED`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import RedisError
 
+from flotilla._connect import REDIS_ERRORS
 from schemas import Checkpoint, is_secret_opt
 from workers import _audit, _metrics
 from workers._delivery import Delivery
@@ -32,8 +34,10 @@ def _redact(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def redacted_state(state_json: bytes) -> dict[str, Any]:
-    """The state as a checkpoint keeps it: no secrets, no in-flight turn or outbox."""
+    """The state as a checkpoint keeps it: no secrets, and no plugin state (CMDC keeps it
+    out of snapshots: a session created from one rebuilds it at session_start)."""
     data: dict[str, Any] = orjson.loads(state_json)
+    data.pop("plugin_states", None)
     data["provider_opts"] = _redact(data.get("provider_opts") or {})
     options = data.get("options") or {}
     options["provider_opts"] = _redact(options.get("provider_opts") or {})
@@ -65,10 +69,16 @@ async def checkpoint(
 
 
 async def save_checkpoint(
-    actor: SessionActor, label: str | None, metadata: Mapping[str, Any] | None = None
+    actor: SessionActor,
+    label: str | None,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    keep: int | None = None,
+    ttl_s: int | None = None,
 ) -> tuple[str, int]:
     """Save a labelled copy of the session (with `metadata`, e.g. what triggered it);
-    returns its id and size in bytes."""
+    returns its id and size in bytes. `keep` and `ttl_s` may lower the fleet's count limit
+    and lifetime for this session (never raise them)."""
     state = actor.state
     assert state is not None
     store = actor.ctx.store
@@ -79,9 +89,10 @@ async def save_checkpoint(
     files = await actor.workspace.snapshot()
     size = len(body) + len(history) + sum(len(v) for v in files.values())
     created = now_ms()
-    key = store.keys.checkpoint(actor.sid, checkpoint_id)
-    index = store.keys.checkpoints(actor.sid)
-    ttl = int(settings.checkpoint_ttl_s)
+    key = store.keys.checkpoint(actor.tenant, actor.sid, checkpoint_id)
+    index = store.keys.checkpoints(actor.tenant, actor.sid)
+    ttl = min(int(settings.checkpoint_ttl_s), ttl_s or int(settings.checkpoint_ttl_s))
+    limit = min(settings.max_checkpoints, keep or settings.max_checkpoints)
     mapping: dict[str, Any] = {
         "d": body,
         "h": history,
@@ -97,15 +108,15 @@ async def save_checkpoint(
         pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
         pipe.expire(key, ttl)
         pipe.zadd(index, {checkpoint_id: created})
-        pipe.expire(index, ttl)
-        pipe.zrange(index, 0, -(settings.max_checkpoints + 1))
+        pipe.expire(index, int(settings.checkpoint_ttl_s))  # as long as any checkpoint lives
+        pipe.zrange(index, 0, -(limit + 1))
         *_, surplus = await pipe.execute()
         if surplus:
-            stale = [store.keys.checkpoint(actor.sid, c.decode()) for c in surplus]
+            stale = [store.keys.checkpoint(actor.tenant, actor.sid, c.decode()) for c in surplus]
             await store.redis.delete(*stale)
             await store.redis.zrem(index, *surplus)
-    except RedisError as exc:
-        raise StoreUnavailable(f"redis: {exc!r}") from exc
+    except REDIS_ERRORS as exc:
+        raise StoreUnavailable.of(exc) from exc
     _metrics.CHECKPOINTS.inc()
     _metrics.CHECKPOINT_BYTES.observe(size)
     return checkpoint_id, size
@@ -118,10 +129,10 @@ async def load_checkpoint(
     (another tenant's checkpoint is "none" too: its existence is not revealed)."""
     try:
         raw: dict[bytes, bytes] = await store.redis.hgetall(  # type: ignore[assignment]
-            store.keys.checkpoint(sid, checkpoint_id)
+            store.keys.checkpoint(tenant, sid, checkpoint_id)
         )
-    except RedisError as exc:
-        raise StoreUnavailable(f"redis: {exc!r}") from exc
+    except REDIS_ERRORS as exc:
+        raise StoreUnavailable.of(exc) from exc
     if not raw or raw.get(b"t", b"") != tenant.encode():
         _metrics.CHECKPOINT_LOADS.labels("miss").inc()
         return None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from flotilla._crypto import FleetCipher, SecretError
+from flotilla._session_secrets import open_secrets
 from flotilla.audit import AuditPublisher
 from flotilla.settings import Settings
 from workers._events import EventPublisher
@@ -14,6 +16,7 @@ from workers._mock import MockLLM
 from workers._outbox import CommandPublisher
 from workers._sessions import Blueprints
 from workers._store import SessionStore
+from workers._stored import StoredCommands
 from workers._toolbox import Toolbox
 from workers.errors import CommandRejected
 
@@ -40,11 +43,14 @@ class WorkerContext:
     store: SessionStore
     events: EventPublisher
     commands: CommandPublisher
+    stored: StoredCommands
     dead_letter: DeadLetter
     tools: Toolbox
     blueprints: Blueprints
     mock: MockLLM
     audit: AuditPublisher
+    cipher: FleetCipher | None = None
+    """The fleet key, which seals the secrets of session options (None: kept as sent)."""
     registry: LLM | None = None
     """Serves `registry:` models (workers._registry_llm); set once the worker's copy runs."""
     _litellm: LiteLLM | None = field(default=None, repr=False)
@@ -52,6 +58,15 @@ class WorkerContext:
     @property
     def worker_id(self) -> str:
         return self.events.worker_id
+
+    def request_opts(self, opts: Mapping[str, Any], *, tenant: str) -> dict[str, Any]:
+        """Options as a request needs them: sealed secrets opened (a non-retryable LLMError
+        when this worker cannot open them)."""
+        try:
+            opened: dict[str, Any] = open_secrets(opts, self.cipher, tenant)
+        except SecretError as exc:
+            raise LLMError(exc.code, str(exc), retryable=False) from None
+        return opened
 
     def llm_for(self, model: str) -> LLM:
         """The provider adapter for `model`: the registry, the mock, or litellm."""

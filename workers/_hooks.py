@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 UPDATE_SYSTEM_CONTEXT = "update_system_context"
 """An Emit of this type with `{key, text}` sets a system prompt section instead of an event."""
 MAX_SECTION_CHARS = 20_000
+CATALOG_EMITS = frozenset({"cost_warning"})
+"""Emits published as the catalog event of that type (PROTOCOL §4) rather than as a
+`plugin_event`: CMDC's cost_guard emits `cost_warning` this way."""
 
 
 class SessionIO:
@@ -60,11 +63,18 @@ class SessionIO:
             raise
         return sorted(path for path, _ in found if path.rpartition("/")[2] == name)
 
-    async def checkpoint(self, label: str, metadata: Mapping[str, Any]) -> str:
+    async def checkpoint(
+        self,
+        label: str,
+        metadata: Mapping[str, Any],
+        *,
+        keep: int | None = None,
+        ttl_s: int | None = None,
+    ) -> str:
         from workers._checkpoints import save_checkpoint  # the checkpoints module needs ours
 
         actor = self._actor
-        checkpoint_id, size = await save_checkpoint(actor, label, metadata)
+        checkpoint_id, size = await save_checkpoint(actor, label, metadata, keep=keep, ttl_s=ttl_s)
         await actor.emit(
             "checkpoint_saved", {"checkpoint_id": checkpoint_id, "label": label, "bytes": size}
         )
@@ -88,7 +98,7 @@ class SessionIO:
             model=model,
             messages=messages,
             system_prompt="",
-            provider_opts=dict(provider_opts or {}),
+            provider_opts=actor.ctx.request_opts(provider_opts or {}, tenant=state.tenant),
             max_tokens=None,
             tenant=state.tenant,
         )
@@ -184,6 +194,8 @@ class SessionHooks:
             tools=tuple(state.tools),
             total_tokens=state.usage.total_tokens,
             cost_usd=state.usage.cost_usd,
+            spent_usd=state.spent_usd,
+            skills_dirs=tuple(state.options.skills_dirs),
             allowlist=frozenset((tool, family) for tool, family in state.allowlist),
             approved=approved,
             last_assistant_reply=str(last.get("content") or "") if last else None,
@@ -238,6 +250,9 @@ class SessionHooks:
                 if isinstance(key, str) and (text is None or isinstance(text, str)):
                     self.io.set_system_context(key, text)
                     continue
+            if emit.type in CATALOG_EMITS:
+                await actor.emit(emit.type, {"plugin": plugin, **emit.data}, request_id=request_id)
+                continue
             await actor.emit(
                 "plugin_event",
                 {"plugin": plugin, "kind": emit.type, "payload": dict(emit.data)},

@@ -205,7 +205,7 @@ def _decode_arguments(raw: str) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what Python reads
         return {"_raw": raw}
     return value if isinstance(value, dict) else {"_raw": raw}
 

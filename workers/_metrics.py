@@ -70,6 +70,11 @@ COMMAND_SECONDS = Histogram(
     "From delivery of a command to its ack",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
+STORE_WAIT_SHORT = Counter(
+    "flotilla_worker_store_wait_short_total",
+    "State writes that fewer replicas than FLOTILLA_REDIS_WAIT_REPLICAS acknowledged in time "
+    "(each retried as a Redis outage)",
+)
 STORE_BATCH = Histogram(
     "flotilla_worker_store_batch_commands",
     "Redis commands sent in one pipeline",
@@ -78,6 +83,68 @@ STORE_BATCH = Histogram(
 FENCED = Counter("flotilla_worker_fenced_total", "Writes refused because a newer owner exists")
 RESIDENT = Gauge("flotilla_worker_resident_sessions", "Sessions resident in this worker")
 SHARDS_OWNED = Gauge("flotilla_worker_shards_owned", "Shards this worker consumes")
+EVENT_REPUBLISHED = Counter(
+    "flotilla_worker_events_republished_total",
+    "Events published again because FLOTILLA_EVT had not acknowledged them within a second "
+    "(a stream leader election, a lost node)",
+)
+EVENTS_UNCAPTURED = Counter(
+    "flotilla_worker_events_uncaptured_total",
+    "Events given up after a minute without FLOTILLA_EVT's acknowledgement (missing from replay)",
+)
+EVENTS_PENDING = Gauge(
+    "flotilla_worker_events_pending",
+    "Events published and not yet acknowledged by FLOTILLA_EVT",
+)
+COMMAND_RETRIES = Counter(
+    "flotilla_worker_command_retries_total",
+    "Commands tried again in place after a Redis or NATS outage or a write conflict (the "
+    "session's later commands wait behind them)",
+)
+COMMANDS_RECOVERED = Counter(
+    "flotilla_worker_commands_recovered_total",
+    "Commands the consumer sent that never arrived (a pull response lost with a node or a "
+    "leader change), read from the stream and applied before the session's later commands",
+)
+INTAKE_SUSPECTS = Counter(
+    "flotilla_worker_intake_suspects_total",
+    "Signs that a delivery may have gone missing (gap in the consumer sequence, lost pull, "
+    "failed pull): the shard's sessions check the stream for earlier commands for a while",
+    ["reason"],
+)
+STORE_WRITES_LOST = Counter(
+    "flotilla_worker_store_writes_lost_total",
+    "Sessions Redis had lost acknowledged writes of (a failover to a replica that lacked "
+    "them), written again from the worker's copy",
+)
+RESUMES_DEFERRED = Counter(
+    "flotilla_worker_resumes_deferred_total",
+    "Turn resumptions put off because Redis or NATS was unreachable (tried again each second)",
+)
+SHARD_TAKE_SECONDS = Histogram(
+    "flotilla_worker_shard_take_seconds",
+    "From a shard's assignment seen to its commands consumed (the wait for the previous "
+    "owner's release included): the worker's part of a failover",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34),
+)
+HANDOVER_TIMEOUTS = Counter(
+    "flotilla_worker_handover_timeouts_total",
+    "Shards taken over after the handover grace because the previous owner did not release",
+)
+WATCH_RESTARTS = Counter(
+    "flotilla_worker_watch_restarts_total",
+    "Times the watch of the placement bucket was made again after it failed or ended",
+)
+HANDOVER_SKIPPED = Counter(
+    "flotilla_worker_handovers_not_waited_total",
+    "Shards taken without waiting out the handover grace because the previous owner's "
+    "heartbeat showed it would not release them (stopped, silent, or a new process)",
+    ["reason"],
+)
+SHARDS_SUPERSEDED = Counter(
+    "flotilla_worker_shards_superseded_total",
+    "Shard assignments found stale (a newer owner's consumer was there) and let go",
+)
 SLOTS_FREE = Gauge("flotilla_worker_slots_free", "Command slots free for fetching")
 LLM_CALLS = Counter("flotilla_worker_llm_calls_total", "LLM calls, by provider", ["provider"])
 LLM_TOKENS = Counter(

@@ -22,6 +22,8 @@ from schemas import (
     Create,
     DetachTool,
     Hibernate,
+    PendingApproval,
+    PendingQuestion,
     Prompt,
     QueuedPrompt,
     Reject,
@@ -30,14 +32,17 @@ from schemas import (
     Steer,
     SteeringItem,
     Stop,
+    SubagentResult,
     SwitchModel,
+    ToolCallRecord,
     UpdatePluginOpts,
     canonical_tool_name,
     new_command_id,
 )
-from workers import _audit, _checkpoints, _metrics, _turn_end
+from workers import _audit, _checkpoints, _metrics, _subagents, _turn_end
 from workers._batch import announce_end
 from workers._delivery import Delivery
+from workers._events import now_ms
 from workers._sessions import create_session
 from workers._turn import TurnRunner
 from workers.errors import CommandRejected
@@ -64,6 +69,8 @@ async def apply(actor: SessionActor, command: Command, delivery: Delivery) -> No
         await reject(actor, command, delivery, rid)
     elif isinstance(command, Respond):
         await respond(actor, command, delivery, rid)
+    elif isinstance(command, SubagentResult):
+        await subagent_result(actor, command, delivery, rid)
     elif isinstance(command, SwitchModel):
         await switch_model(actor, command, delivery, rid)
     elif isinstance(command, AttachTool):
@@ -240,7 +247,7 @@ async def abort(actor: SessionActor, command: Abort, delivery: Delivery, rid: st
 
 
 # -- approvals and answers ---------------------------------------------------------------------
-def _approval(actor: SessionActor, approval_id: str) -> Any:
+def _approval(actor: SessionActor, approval_id: str) -> PendingApproval:
     state = _state(actor)
     approval = next((a for a in state.pending_approvals if a.approval_id == approval_id), None)
     if approval is None:
@@ -248,7 +255,30 @@ def _approval(actor: SessionActor, approval_id: str) -> Any:
     return approval
 
 
-def _record(actor: SessionActor, call_id: str) -> Any:
+def _check_offered(approval: PendingApproval, answer: str) -> None:
+    """The human may only give the answers the approval offered (CMDC's
+    `permission_options`)."""
+    if approval.options is not None and answer not in approval.options:
+        raise CommandRejected(
+            "permission_not_offered",
+            f"{answer!r} is not offered for this approval; offered: {', '.join(approval.options)}",
+        )
+
+
+EXPIRY_TOLERANCE_MS = 2_000
+"""Clocks of the fleet's hosts may differ this much: an expiry sent on another host's clock."""
+
+
+def _check_expired(approval: PendingApproval) -> None:
+    """Only the fleet expires an approval, at its deadline: a client's `reject` that claims
+    a timeout before it is `forbidden`."""
+    if approval.expires_ms is None or approval.expires_ms > now_ms() + EXPIRY_TOLERANCE_MS:
+        raise CommandRejected(
+            "forbidden", "an approval times out at its deadline, by the fleet only"
+        )
+
+
+def _record(actor: SessionActor, call_id: str) -> ToolCallRecord:
     state = _state(actor)
     assert state.current is not None
     return next(r for r in state.current.batch if r.call_id == call_id)
@@ -262,6 +292,7 @@ def _nothing_pending(actor: SessionActor) -> bool:
 async def approve(actor: SessionActor, command: Approve, delivery: Delivery, rid: str) -> None:
     state = _state(actor)
     approval = _approval(actor, command.approval_id)
+    _check_offered(approval, "approve_always" if command.kind == "always" else "approve_once")
     record = _record(actor, approval.call_id)
     record.status = "pending"
     record.approved = True
@@ -303,6 +334,10 @@ async def reject(actor: SessionActor, command: Reject, delivery: Delivery, rid: 
         await actor.commit(delivery, "moot")  # resolved before its deadline: nothing to do
         return
     approval = _approval(actor, command.approval_id)
+    if timed_out:
+        _check_expired(approval)
+    else:
+        _check_offered(approval, "reject_once")
     record = _record(actor, approval.call_id)
     record.status = "done"
     record.is_error = True
@@ -363,29 +398,59 @@ async def respond(actor: SessionActor, command: Respond, delivery: Delivery, rid
     question = next((q for q in state.pending_questions if q.ref == command.ref), None)
     if question is None:
         raise CommandRejected("not_found", f"no pending question {command.ref!r}")
-    record = _record(actor, question.call_id)
-    record.status = "done"
-    response = command.response
     if question.kind == "subagent":
-        payload = response if isinstance(response, dict) else {"result": response}
-        record.is_error = payload.get("status") != "ok"
-        record.result = str(payload.get("result") or "")
-    else:
-        record.result = response if isinstance(response, str) else _json(response)
+        raise CommandRejected(
+            "forbidden", f"{command.ref!r} waits for a sub-agent: only its own report ends it"
+        )
+    response = command.response
+    result = response if isinstance(response, str) else _json(response)
+    record, resume = await _end_wait(actor, question, delivery, result=result, is_error=False)
+    await actor.emit("user_responded", {"ref": command.ref, "response": response}, request_id=rid)
+    await _carry_on(actor, record, rid, resume=resume)
+
+
+async def subagent_result(
+    actor: SessionActor, command: SubagentResult, delivery: Delivery, rid: str
+) -> None:
+    """A sub-agent's signed report ends its parent's wait (PROTOCOL §6.11)."""
+    state = _state(actor)
+    question = _subagents.take_result(actor, command)
+    if question is None:  # the parent stopped waiting meanwhile (aborted): nothing to do
+        await actor.commit(delivery, "moot")
+        return
+    state.subagent_usage = _subagents.sum_usage(state.subagent_usage, command.usage)
+    record, resume = await _end_wait(
+        actor, question, delivery, result=command.result, is_error=command.status != "ok"
+    )
+    _metrics.SUBAGENTS_ENDED.labels("error" if record.is_error else "ok").inc()
+    await actor.emit(
+        "subagent_end",
+        {"child_sid": command.child_sid, "result": record.result},
+        request_id=state.current.request_id if state.current else rid,
+    )
+    await _carry_on(actor, record, rid, resume=resume)
+
+
+async def _end_wait(
+    actor: SessionActor,
+    question: PendingQuestion,
+    delivery: Delivery,
+    *,
+    result: str,
+    is_error: bool,
+) -> tuple[ToolCallRecord, bool]:
+    """The waiting call gets its result and the wait is dropped, committed with the command;
+    (the call, whether nothing else is pending, so the turn goes on)."""
+    state = _state(actor)
+    record = _record(actor, question.call_id)
+    record.status, record.result, record.is_error = "done", result, is_error
     state.pending_questions.remove(question)
     resume = _nothing_pending(actor)
     await actor.commit(delivery)
-    if question.kind == "subagent":
-        _metrics.SUBAGENTS_ENDED.labels("error" if record.is_error else "ok").inc()
-        await actor.emit(
-            "subagent_end",
-            {"child_sid": question.child_sid or "", "result": record.result},
-            request_id=state.current.request_id if state.current else rid,
-        )
-    else:
-        await actor.emit(
-            "user_responded", {"ref": command.ref, "response": response}, request_id=rid
-        )
+    return record, resume
+
+
+async def _carry_on(actor: SessionActor, record: ToolCallRecord, rid: str, *, resume: bool) -> None:
     await announce_end(actor, record, rid)
     if resume:
         actor.resume_turn()
@@ -448,12 +513,13 @@ async def detach_tool(
 async def update_plugin_opts(
     actor: SessionActor, command: UpdatePluginOpts, delivery: Delivery, rid: str
 ) -> None:
-    """Idle: applied now. Busy: applied when the turn ends, the last update of a plugin
-    winning (CMDC's postponed flush)."""
+    """Idle (waiting for an approval or an answer included): applied now. Running: applied
+    when the turn ends, the last update of a plugin winning (CMDC's postponed flush)."""
     state = _state(actor)
     if not actor.hooks.chain.has(command.plugin):
         raise CommandRejected("not_found", f"no plugin {command.plugin!r} in this session")
-    if state.current is not None:
+    running = actor.turn is not None or (state.current is not None and not state.current.suspended)
+    if running:  # a turn that waits for an approval or an answer is idle: applied now
         state.deferred_plugin_opts = [
             d for d in state.deferred_plugin_opts if d["plugin"] != command.plugin
         ] + [{"plugin": command.plugin, "opts": command.opts, "request_id": rid}]
@@ -515,7 +581,7 @@ async def stop(actor: SessionActor, delivery: Delivery, rid: str) -> None:
     state = _state(actor)
     if state.current is not None:
         await actor.stop_turn()
-        await _turn_end.end_aborted(actor, "stopped")
+        await _turn_end.end_aborted(actor, "stopped", stopping=True)
     await actor.hooks.run(Hook.SESSION_END, {}, request_id=rid)
     await actor.workspace.clear()
     await actor.ctx.store.delete(

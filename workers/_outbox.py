@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from nats.js import JetStreamContext
 
+from flotilla._publish import publish_retrying
 from schemas import Subjects
 
 
@@ -19,8 +20,10 @@ class CommandPublisher:
     async def publish(
         self, *, tenant: str, sid: str, op: str, body: dict[str, Any], msg_id: str
     ) -> None:
-        """Publish and wait for the stream's acknowledgement (the command is then stored)."""
-        await self._js.publish(
+        """Publish and wait for the stream's acknowledgement (the command is then stored),
+        retried with the same message id through a stream leader election."""
+        await publish_retrying(
+            self._js,
             self._subjects.cmd(tenant, sid, op),
             orjson.dumps(body),
             headers={"Nats-Msg-Id": msg_id},

@@ -9,13 +9,29 @@ from __future__ import annotations
 import orjson
 from pydantic import ValidationError
 
-from schemas import COMMAND_ADAPTER, Command, is_token
+from flotilla._crypto import FleetCipher
+from flotilla._session_secrets import SEALED_OPS, seal_command
+from schemas import (
+    COMMAND_ADAPTER,
+    MAX_DEPTH,
+    Command,
+    deeper_than,
+    describe_errors,
+    is_token,
+    unknown_fields,
+    unknown_message,
+)
 from workers._delivery import Delivery
 from workers.errors import CommandRejected
 
 
-def parse_command(delivery: Delivery, *, max_bytes: int) -> Command:
-    """The command a delivery carries, or CommandRejected saying what is wrong with it."""
+def parse_command(
+    delivery: Delivery, *, max_bytes: int, cipher: FleetCipher | None = None
+) -> Command:
+    """The command a delivery carries, or CommandRejected saying what is wrong with it.
+
+    With the fleet key, the secrets of its options are sealed at once (a client without the
+    key sent them in plain text): the state keeps only sealed ones."""
     data = delivery.msg.data
     if len(data) > max_bytes:
         raise CommandRejected(
@@ -32,22 +48,29 @@ def parse_command(delivery: Delivery, *, max_bytes: int) -> Command:
         raise CommandRejected("invalid_command", f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise CommandRejected("invalid_command", "a command must be a JSON object")
+    if deeper_than(body):
+        raise CommandRejected(
+            "invalid_command", f"a command may nest {MAX_DEPTH} arrays and objects deep at most"
+        )
     body.setdefault("op", delivery.op)  # the subject names the op; the body may omit it
+    if cipher is not None and body["op"] in SEALED_OPS:
+        body = seal_command(body, cipher, delivery.tenant)
     try:
         command = COMMAND_ADAPTER.validate_python(body)
     except ValidationError as exc:
-        raise CommandRejected("invalid_command", _describe(exc)) from None
+        errors = exc.errors(include_url=False)
+        for error in errors:  # the union's tag leads each location: the op is known already
+            if error["loc"][:1] == (body["op"],):
+                error["loc"] = error["loc"][1:]
+        raise CommandRejected("invalid_command", describe_errors(list(errors))) from None
     if command.op != delivery.op:
         raise CommandRejected(
             "invalid_command", f"op {command.op!r} differs from the subject's {delivery.op!r}"
         )
+    unknown = unknown_fields(type(command), body)
+    if unknown:
+        raise CommandRejected("invalid_command", unknown_message(unknown))
     return command
-
-
-def _describe(exc: ValidationError) -> str:
-    first = exc.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in first.get("loc", ())) or "command"
-    return f"{where}: {first.get('msg')} ({exc.error_count()} error(s))"
 
 
 def command_id_of(data: bytes) -> str | None:

@@ -1,10 +1,13 @@
 """The system prompt of a request, composed per CMDC's prompt modes (seeds/003, PromptMode).
 
-mode      user prompt | base prompt | identity | tools
-full      yes         | full        | yes      | name + description
-task      yes         | condensed   | yes      | name + description
-minimal   yes         | -           | yes      | names only
-none      yes         | -           | -        | -
+mode      user prompt | base prompt | identity | tools              | skills
+full      yes         | full        | yes      | name + description | yes
+task      yes         | condensed   | yes      | name + description | -
+minimal   yes         | -           | yes      | names only         | -
+none      yes         | -           | -        | -                  | -
+
+Skills are those found under `skills_dirs` at `create`: each is listed with its description
+and the path of its SKILL.md, which the agent reads (read_file) when it needs the skill.
 
 Plugins' dynamic sections (`update_system_context`) follow in every mode but `none`.
 """
@@ -43,6 +46,14 @@ def system_prompt(state: SessionState, tools: Sequence[ToolSpec]) -> str:
             parts.append(
                 "Tools:\n"
                 + "\n".join(f"- {t.name}: {t.description.splitlines()[0]}" for t in tools)
+            )
+        if state.skills and mode == "full":
+            parts.append(
+                "Skills (read a skill's SKILL.md with read_file before you use it):\n"
+                + "\n".join(
+                    f"- {s['name']}: {s.get('description') or 'no description'} ({s['path']})"
+                    for s in state.skills
+                )
             )
         if state.todos:
             parts.append(

@@ -1,4 +1,5 @@
-"""Lua scripts of the session store. All keys of one session share the hash tag {sid}."""
+"""Lua scripts of the session store. Each touches the keys of one session only, which share
+the hash tag `{tenant.sid}` (one Redis Cluster slot)."""
 
 from __future__ import annotations
 

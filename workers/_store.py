@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
-from flotilla.keys import RedisKeys
+from flotilla._connect import REDIS_ERRORS
+from flotilla.keys import RedisKeys, parse_member, session_member
 from workers import _metrics, _scripts
 from workers.errors import Conflict, Fenced, StoreUnavailable
 
@@ -36,7 +37,18 @@ class Loaded:
 class SessionStore:
     """Reads and fenced writes of session state; one instance per worker process."""
 
-    def __init__(self, redis: aioredis.Redis, *, key_prefix: str) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        key_prefix: str,
+        wait_replicas: int = 0,
+        wait_timeout_s: float = 2.0,
+    ) -> None:
+        """`wait_replicas` > 0: every pipeline ends with WAIT, and a batch that fewer
+        replicas acknowledged in `wait_timeout_s` fails as StoreUnavailable (its commands are
+        retried), so a write the fleet counts as done survives the master's failover."""
+        self._wait = (wait_replicas, max(1, int(wait_timeout_s * 1000)))
         self._redis = redis
         self.redis = redis
         self.keys = RedisKeys(key_prefix)
@@ -67,11 +79,12 @@ class SessionStore:
             self._sha[name] = await self._redis.script_load(getattr(_scripts, name))
 
     # -- operations --------------------------------------------------------------------------
-    async def load(self, sid: str, *, epoch: int) -> Loaded | None:
+    async def load(self, tenant: str, sid: str, *, epoch: int) -> Loaded | None:
         """Load and claim a session for `epoch`; None when it does not exist."""
+        keys = self.keys
         reply = await self._call(
             "evalsha",
-            (self._sha["LOAD_CLAIM"], 2, self.keys.state(sid), self.keys.history(sid), epoch),
+            (self._sha["LOAD_CLAIM"], 2, keys.state(tenant, sid), keys.history(tenant, sid), epoch),
         )
         status = int(reply[0])
         if status == 0:
@@ -79,6 +92,11 @@ class SessionStore:
         if status == 1:
             raise Fenced(f"session {sid} is owned by epoch {reply[1]} > {epoch}")
         return Loaded(version=int(reply[1]), state=reply[2], history=list(reply[3:]))
+
+    async def peek(self, tenant: str, sid: str) -> bytes | None:
+        """The persisted state of a session as another one reads it (no claim, no fencing)."""
+        raw: bytes | None = await self._call("hget", (self.keys.state(tenant, sid), "d"))
+        return raw
 
     async def save(
         self,
@@ -98,20 +116,22 @@ class SessionStore:
     ) -> int:
         """Compare-and-set the state (and append history); returns the new version.
 
-        Also keeps three indexes: the shard's set of sessions with an unfinished turn (read
-        by a new owner to resume them), and the hibernation and approval-timeout schedules
-        (read by the router). The approval-timeout entry is written only when
-        `reschedule_timeout`: most saves leave it as it was.
+        Also keeps three indexes of the shard: its sessions with an unfinished turn (read by
+        a new owner to resume them), and its hibernation and approval-timeout schedules
+        (read by the router). They are in other slots than the session's keys, so they are
+        written beside the script, in the same pipeline; each write sets the whole entry, and
+        the session's next save sets it again. The approval-timeout entry is written only
+        when `reschedule_timeout`: most saves leave it as it was.
         """
-        member = f"{tenant}.{sid}"
+        member = session_member(tenant, sid)
         calls: list[tuple[str, Sequence[Any]]] = [
             (
                 "evalsha",
                 (
                     self._sha["SAVE"],
                     2,
-                    self.keys.state(sid),
-                    self.keys.history(sid),
+                    self.keys.state(tenant, sid),
+                    self.keys.history(tenant, sid),
                     epoch,
                     version,
                     state,
@@ -119,11 +139,11 @@ class SessionStore:
                     *append,
                 ),
             ),
-            ("sadd" if active else "srem", (self.keys.active(shard), sid)),
-            _schedule(self.keys.hibernation, member, hibernate_at_ms),
+            ("sadd" if active else "srem", (self.keys.active(shard), member)),
+            _schedule(self.keys.hibernation(shard), member, hibernate_at_ms),
         ]
         if reschedule_timeout:
-            calls.append(_schedule(self.keys.approval_timeouts, member, timeout_at_ms))
+            calls.append(_schedule(self.keys.approval_timeouts(shard), member, timeout_at_ms))
         result = await self._call_many(calls)
         new_version = int(result[0])
         if new_version == -1:
@@ -134,6 +154,7 @@ class SessionStore:
 
     async def delete(self, sid: str, *, epoch: int, version: int, shard: int, tenant: str) -> None:
         """Delete a session's live state (stop)."""
+        member = session_member(tenant, sid)
         result = await self._call_many(
             [
                 (
@@ -141,15 +162,15 @@ class SessionStore:
                     (
                         self._sha["DELETE"],
                         2,
-                        self.keys.state(sid),
-                        self.keys.history(sid),
+                        self.keys.state(tenant, sid),
+                        self.keys.history(tenant, sid),
                         epoch,
                         version,
                     ),
                 ),
-                ("srem", (self.keys.active(shard), sid)),
-                ("zrem", (self.keys.hibernation, f"{tenant}.{sid}")),
-                ("zrem", (self.keys.approval_timeouts, f"{tenant}.{sid}")),
+                ("srem", (self.keys.active(shard), member)),
+                ("zrem", (self.keys.hibernation(shard), member)),
+                ("zrem", (self.keys.approval_timeouts(shard), member)),
             ]
         )
         if int(result[0]) == -1:
@@ -157,9 +178,10 @@ class SessionStore:
         if int(result[0]) == -2:
             raise Conflict(f"session {sid}: version {version} is not current")
 
-    async def active_sessions(self, shard: int) -> list[str]:
+    async def active_sessions(self, shard: int) -> list[tuple[str, str]]:
+        """(tenant, sid) of the shard's sessions with an unfinished turn."""
         members = await self._call("smembers", (self.keys.active(shard),))
-        return sorted(m.decode() for m in members)
+        return sorted(parse_member(m) for m in members)
 
     # -- batching ----------------------------------------------------------------------------
     async def _call(self, method: str, args: Sequence[Any]) -> Any:
@@ -185,35 +207,76 @@ class SessionStore:
         size = sum(len(calls) for calls, _ in batch)
         self.commands += size
         _metrics.STORE_BATCH.observe(size)
+        pending = batch
         for attempt in (1, 2):
-            pipe = self._redis.pipeline(transaction=False)
-            for calls, _ in batch:
-                for method, args in calls:
-                    getattr(pipe, method)(*args)
             try:
-                results = await pipe.execute(raise_on_error=False)
-            except (RedisError, OSError) as exc:  # connection-level: every caller sees it
-                for _, future in batch:
+                if attempt == 2:
+                    # Redis restarted or flushed its script cache, or (a cluster) a replica
+                    # without them took over a slot: a SHA names its script's text, so loading
+                    # them again makes the same calls valid. Only the callers that met it go
+                    # again: the scripts of the others ran, and must not run twice.
+                    await self._load_scripts()
+                replies = await self._pipeline(pending)
+            except Exception as exc:  # every caller sees it (the flusher goes on)
+                for _, future in pending:
                     if not future.done():
-                        future.set_exception(StoreUnavailable(f"redis: {exc!r}"))
+                        future.set_exception(_failure(exc))
                 return
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
-                # Redis restarted or flushed its script cache; a SHA names its script's text,
-                # so loading them again makes the same calls valid.
-                await self._load_scripts()
-                continue
-            break
+            unloaded: list[_Queued] = []
+            for (calls, future), mine in zip(pending, replies, strict=True):
+                if attempt == 1 and any(isinstance(r, NoScriptError) for r in mine):
+                    unloaded.append((calls, future))
+                elif not future.done():
+                    _settle(future, mine)
+            if not unloaded:
+                return
+            pending = unloaded
+
+    async def _pipeline(self, batch: list[_Queued]) -> list[list[Any]]:
+        """The replies to each caller's calls, sent in one pipeline."""
+        pipe = self._redis.pipeline(transaction=False)
+        for calls, _ in batch:
+            for method, args in calls:
+                getattr(pipe, method)(*args)
+        replicas, timeout_ms = self._wait
+        if replicas:  # same connection, after the writes: WAIT counts exactly them
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+        results = await pipe.execute(raise_on_error=False)
+        if replicas:
+            acknowledged = results.pop()
+            if isinstance(acknowledged, Exception):
+                raise acknowledged
+            if int(acknowledged) < replicas:
+                _metrics.STORE_WAIT_SHORT.inc()
+                raise StoreUnavailable(
+                    f"{acknowledged} of {replicas} replicas acknowledged the write "
+                    f"within {timeout_ms} ms"
+                )
+        replies = []
         position = 0
-        for calls, future in batch:
-            mine = results[position : position + len(calls)]
+        for calls, _ in batch:
+            replies.append(results[position : position + len(calls)])
             position += len(calls)
-            if future.done():
-                continue
-            error = next((r for r in mine if isinstance(r, Exception)), None)
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(mine)
+        return replies
+
+
+def _settle(future: asyncio.Future[list[Any]], replies: list[Any]) -> None:
+    """A caller's outcome: the first error among the replies to its calls, else the replies."""
+    error = next((r for r in replies if isinstance(r, Exception)), None)
+    if error is None:
+        future.set_result(replies)
+    else:
+        future.set_exception(error)
+
+
+def _failure(exc: Exception) -> Exception:
+    """What the callers of a failed pipeline get: StoreUnavailable for Redis's failures, the
+    exception itself for anything else (a bug, which no retry would mend)."""
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    if isinstance(exc, (*REDIS_ERRORS, OSError)):
+        return StoreUnavailable.of(exc)
+    return exc
 
 
 def _schedule(key: str, member: str, at_ms: int | None) -> tuple[str, tuple[Any, ...]]:

@@ -12,8 +12,11 @@ from workers._events import now_ms
 
 
 class ApprovalTimers:
-    def __init__(self, ctx: WorkerContext, sid: str, *, resident: Callable[[], bool]) -> None:
+    def __init__(
+        self, ctx: WorkerContext, tenant: str, sid: str, *, resident: Callable[[], bool]
+    ) -> None:
         self._ctx = ctx
+        self._tenant = tenant
         self._sid = sid
         self._resident = resident
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -27,7 +30,7 @@ class ApprovalTimers:
             if approval_id not in self._tasks:
                 delay = max(0.0, ((approval.expires_ms or 0) - now_ms()) / 1000)
                 self._tasks[approval_id] = asyncio.create_task(
-                    self._expire(state.tenant, approval_id, delay),
+                    self._expire(approval_id, delay),
                     name=f"approval-timeout-{approval_id}",
                 )
 
@@ -37,11 +40,11 @@ class ApprovalTimers:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
 
-    async def _expire(self, tenant: str, approval_id: str, delay: float) -> None:
+    async def _expire(self, approval_id: str, delay: float) -> None:
         await asyncio.sleep(delay)
         if not self._resident():
             return
-        body, msg_id = approval_timeout(self._sid, approval_id)
+        body, msg_id = approval_timeout(self._tenant, self._sid, approval_id)
         await self._ctx.commands.publish(
-            tenant=tenant, sid=self._sid, op="reject", body=body, msg_id=msg_id
+            tenant=self._tenant, sid=self._sid, op="reject", body=body, msg_id=msg_id
         )

@@ -17,12 +17,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from schemas import PendingEvent, QueuedPrompt, ToolCallRecord, TurnProgress
+from schemas import (
+    MAX_DEPTH,
+    PendingEvent,
+    QueuedPrompt,
+    ToolCallRecord,
+    TurnProgress,
+    deeper_than,
+)
 from workers import _audit, _metrics, _subagents, _turn_end
 from workers._batch import AbortTurn, ToolBatch
 from workers._compaction import compact
 from workers._events import now_ms
 from workers._llm import LLMError, LLMRequest, LLMResponse, add_usage
+from workers.errors import RETRIED, Conflict, Fenced
 from workers.plugins import Abort, Hook, Intervene, Skip
 
 if TYPE_CHECKING:
@@ -154,11 +162,33 @@ class TurnRunner:
             raise
         except Exception as exc:
             # Fenced, or Redis unreachable past its retries: the state stays at the last step
-            # boundary and the session's shard owner resumes it later.
-            actor.fail(exc)
+            # boundary and the session's shard owner resumes it later. A bug of the fleet ends
+            # the turn with an error instead: resuming would meet it again, forever.
+            if isinstance(exc, (*RETRIED, Fenced, Conflict)) or not await self._end_on_bug(exc):
+                actor.fail(exc)
         finally:
             if actor.turn is self:
                 actor.turn_stopped()
+
+    async def _end_on_bug(self, exc: Exception) -> bool:
+        """End the turn with `agent_end{reason:"error"}` (code `internal_error`, no detail for
+        the client, the traceback in the log); False when even that fails."""
+        state = self._actor.state
+        log.error("session %s: the turn met a bug", self._actor.sid, exc_info=exc)
+        if state is None or state.current is None:
+            return False
+        error = {
+            "code": "internal_error",
+            "message": f"the turn stopped on an error of the fleet ({type(exc).__name__})",
+        }
+        try:
+            await self._actor.emit("error", error, request_id=state.current.request_id)
+            state.current.batch = []
+            await self._finish("error", error=error)
+        except Exception:
+            log.exception("session %s: the turn could not be ended", self._actor.sid)
+            return False
+        return True
 
     async def _announce_resume(self) -> None:
         state = self._actor.state
@@ -407,7 +437,7 @@ class TurnRunner:
                 model=state.model,
                 messages=actor.history,
                 system_prompt=actor.system_prompt(),
-                provider_opts=state.provider_opts,
+                provider_opts=self._ctx.request_opts(state.provider_opts, tenant=state.tenant),
                 max_tokens=state.options.max_tokens,
                 script_cursor=state.script_cursor,
                 prompt_chars=actor.history_chars,
@@ -532,7 +562,7 @@ class TurnRunner:
                     turn=current.turn,
                     request_id=current.request_id,
                     meta=current.meta or None,
-                    msg_id=f"{actor.sid}.{current.turn}.agent_end",
+                    msg_id=f"{actor.tenant}.{actor.sid}.{current.turn}.agent_end",
                 )
             )
             await actor.save()
@@ -556,12 +586,15 @@ class TurnRunner:
 
 
 def _arguments(value: object) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
+    """A tool call's arguments as an object: what the LLM sent, or what is wrong with it (the
+    tool then refuses them, and the LLM reads why)."""
     if isinstance(value, str):
         try:
-            decoded = orjson.loads(value or "{}")
+            value = orjson.loads(value or "{}")
         except orjson.JSONDecodeError:
             return {"_raw": value}
-        return decoded if isinstance(decoded, dict) else {"_value": decoded}
-    return {}
+    if deeper_than(value):
+        return {"_error": f"the arguments nest deeper than {MAX_DEPTH} levels"}
+    if isinstance(value, dict):
+        return value
+    return {"_value": value} if value is not None else {}

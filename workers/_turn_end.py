@@ -15,9 +15,12 @@ if TYPE_CHECKING:
     from workers._actor import SessionActor
 
 
-async def end_aborted(actor: SessionActor, reason: str, *, rollback: bool = False) -> None:
+async def end_aborted(
+    actor: SessionActor, reason: str, *, rollback: bool = False, stopping: bool = False
+) -> None:
     """End the current turn with `agent_abort`: results so far stay in the history
-    (unless `rollback`), unfinished calls are marked aborted, pending waits are dropped."""
+    (unless `rollback`), unfinished calls are marked aborted, pending waits are dropped.
+    `stopping`: the session is being stopped (a sub-agent need not stop itself then)."""
     state = actor.state
     assert state is not None and state.current is not None
     current = state.current
@@ -40,7 +43,7 @@ async def end_aborted(actor: SessionActor, reason: str, *, rollback: bool = Fals
     state.steering_queue = []
     state.current = None
     state.status = "idle"
-    report_to_parent(actor, ok=False, text=f"aborted: {reason}", error=None)
+    report_to_parent(actor, ok=False, text=f"aborted: {reason}", error=None, stopping=stopping)
     await actor.save()
     await actor.emit("agent_abort", {"reason": reason}, request_id=current.request_id)
     await actor.flush_outbox()

@@ -14,6 +14,9 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="bench", required=True)
     turns = sub.add_parser("turns", help="turn latency, throughput, CPU per turn, resume")
     turns.add_argument("--workers", type=int, default=1)
+    turns.add_argument(
+        "--nats-nodes", type=int, default=1, help="3: a JetStream cluster, streams with R3"
+    )
     turns.add_argument("--sessions", type=int, default=1000)
     turns.add_argument("--in-flight", type=int, default=64)
     turns.add_argument("--turns", type=int, default=20_000, help="turns of the throughput run")

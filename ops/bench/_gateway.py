@@ -31,9 +31,6 @@ import orjson
 from httpx_sse import aconnect_sse
 
 from flotilla import Fleet
-from flotilla._up import spawn_component
-from flotilla.embedded import free_port
-from flotilla.settings import GatewaySettings
 from ops.bench._stack import BenchStack, cpu_seconds
 
 KEY = "bench-key"
@@ -53,19 +50,6 @@ def _summary(values: list[float]) -> dict[str, float]:
         "max": round(max(values), 3),
         "mean": round(statistics.fmean(values), 3),
     }
-
-
-async def _wait_healthy(http: httpx.AsyncClient, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if (await http.get("/healthz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("the gateway did not become healthy")
-        await asyncio.sleep(0.1)
 
 
 async def _first_deltas(http: httpx.AsyncClient, sid: str, prompts: int) -> list[float]:
@@ -155,19 +139,15 @@ async def _reads(
 async def run_gateway_bench(args: argparse.Namespace) -> None:
     print(f"starting a fleet: {args.workers} worker process(es) and a gateway ...", flush=True)
     stack = BenchStack.start(workers=args.workers)
-    port = free_port(0)
-    config = GatewaySettings(port=port, api_keys=f"{KEY}:{TENANT}", rate_limit_rpm=0)
-    log = stack.data_dir / "gateway.log"
-    gateway = spawn_component("gateway", stack.settings, log=log, env=config.to_env())
-    stack.processes.append(gateway)
-    url = f"http://127.0.0.1:{port}"
+    url = stack.start_gateway(api_keys=f"{KEY}:{TENANT}")
+    gateway = stack.processes[-1]
     try:
         async with await Fleet.connect(settings=stack.settings, tenant=TENANT) as fleet:
             await stack.wait_ready(fleet, workers=args.workers)
         async with httpx.AsyncClient(
             base_url=url, headers={"X-API-Key": KEY}, timeout=30.0
         ) as http:
-            await _wait_healthy(http)
+            await stack.wait_healthy(url)
             sid = (await http.post("/v1/sessions", json={"model": "mock:echo"})).json()["sessionId"]
             print(f"prompt → first SSE delta, {args.prompts} prompts ...", flush=True)
             first_delta = (await _first_deltas(http, sid, WARMUP + args.prompts))[WARMUP:]

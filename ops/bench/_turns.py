@@ -56,7 +56,7 @@ class Driver:
 
     async def send(self, sid: str, op: str, body: dict[str, Any]) -> dict[str, Any]:
         command_id = secrets.token_hex(8)
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.waiting[command_id] = future
         body = dict(body, op=op, id=command_id)
         await self.nc.publish(
@@ -93,8 +93,11 @@ async def _sequential(driver: Driver, sid: str, turns: int, label: str) -> list[
 
 
 async def run_turns_bench(args: argparse.Namespace) -> None:
-    print(f"starting a fleet: {args.workers} worker process(es), embedded NATS and Redis ...")
-    stack = BenchStack.start(workers=args.workers, hibernate_after_ms=3_600_000)
+    nodes = "embedded NATS" if args.nats_nodes == 1 else f"a {args.nats_nodes}-node NATS cluster"
+    print(f"starting a fleet: {args.workers} worker process(es), {nodes} and Redis ...")
+    stack = BenchStack.start(
+        workers=args.workers, nats_nodes=args.nats_nodes, hibernate_after_ms=3_600_000
+    )
     report: dict[str, Any] = {
         "bench": "turns",
         "machine": {
@@ -104,6 +107,7 @@ async def run_turns_bench(args: argparse.Namespace) -> None:
         },
         "params": {
             "workers": args.workers,
+            "nats_nodes": args.nats_nodes,
             "sessions": args.sessions,
             "in_flight": args.in_flight,
             "turns": args.turns,
@@ -111,7 +115,7 @@ async def run_turns_bench(args: argparse.Namespace) -> None:
         },
         "targets": TARGETS,
     }
-    nc = await nats.connect(stack.settings.nats_url, pending_size=64 * 1024 * 1024)
+    nc = await nats.connect(stack.settings.nats_servers, pending_size=64 * 1024 * 1024)
     try:
         fleet = Fleet(nc, subjects=stack.settings.subjects, tenant="bench", owns_nc=False)
         await stack.wait_ready(fleet, workers=args.workers)

@@ -16,6 +16,7 @@ def _cli(harness: Harness, *args: str) -> subprocess.CompletedProcess[str]:
         os.environ,
         FLOTILLA_NATS_URL=harness.settings.nats_url,
         FLOTILLA_REDIS_URL=harness.settings.redis_url,
+        FLOTILLA_REDIS_CLUSTER=str(harness.settings.redis_cluster),
         FLOTILLA_PREFIX=harness.settings.prefix,
         FLOTILLA_SHARDS=str(harness.settings.shards),
     )

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.conftest import Harness, eventually
+from tests.conftest import Harness, eventually, redis_refused
 from tests.engine_helpers import call
 from tests.gateway.conftest import GatewayFactory, GatewayUnderTest
 from tests.loopback_http import LoopbackServer
@@ -214,12 +214,7 @@ async def test_redis_unreachable_is_a_503_everywhere_and_harms_nothing(
 ) -> None:
     async with gateway.client() as http:
         sid = (await http.post("/v1/sessions", json={"model": "mock:echo"})).json()["sessionId"]
-    pool = gateway.server.app.state.gateway.redis.connection_pool
-    port = pool.connection_kwargs["port"]
-    pool.connection_kwargs["port"] = free_tcp_port  # nothing listens there: refused
-    await pool.disconnect()
-    pool.reset()  # new connections, made with the new port
-    try:
+    async with redis_refused(gateway.server.app.state.gateway.redis, free_tcp_port):
         async with gateway.client() as http:
             health = await http.get("/healthz")
             assert health.status_code == 503 and health.json()["status"] == "degraded"
@@ -235,10 +230,6 @@ async def test_redis_unreachable_is_a_503_everywhere_and_harms_nothing(
             async with websockets.connect(url):
                 pass
         assert denied.value.response.status_code == 503
-    finally:
-        pool.connection_kwargs["port"] = port
-        await pool.disconnect()
-        pool.reset()
     async with gateway.client() as http:  # back: the session is as it was, no prompt ran
         assert (await http.get("/healthz")).status_code == 200
         detail = (await http.get(f"/v1/sessions/{sid}")).json()

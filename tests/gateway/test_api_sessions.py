@@ -211,3 +211,33 @@ async def test_messages_give_tool_calls_back_in_the_form_create_takes(
     assert messages[1]["role"] == "assistant"
     assert messages[1]["toolCalls"] == calls  # arguments are the tool's own, kept as they are
     assert messages[2]["content"] == "no match"
+
+
+async def test_messages_keep_ids_names_errors_and_thinking_for_a_round_trip(
+    gateway: GatewayUnderTest,
+) -> None:
+    failing = {"name": "read_file", "arguments": {"path": "missing.txt"}}
+    script = {
+        "script": [
+            {"thinking": "look first", "tool_calls": [failing]},
+            {"text": "there is no such file"},
+        ]
+    }
+    sid = await _create(gateway, tools=["read_file"], providerOpts=script)
+    async with gateway.client() as http:
+        await http.post(f"/v1/sessions/{sid}/prompt", json={"text": "read it"})
+        await eventually(lambda: _settled(http, sid), what="the turn's four messages")
+        messages = (await http.get(f"/v1/sessions/{sid}/messages")).json()["messages"]
+    _user, assistant, result, final = messages
+    assert assistant["thinking"] == "look first"
+    (called,) = assistant["toolCalls"]
+    assert result["callId"] == called["callId"] and result["name"] == "read_file"
+    assert result["isError"] is True and final["content"] == "there is no such file"
+    copy = await _create(gateway, model="mock:echo", messages=messages)
+    async with gateway.client() as http:
+        again = (await http.get(f"/v1/sessions/{copy}/messages")).json()["messages"]
+    assert again == messages
+
+
+async def _settled(http: Any, sid: str) -> bool:
+    return len((await http.get(f"/v1/sessions/{sid}/messages")).json()["messages"]) == 4

@@ -63,6 +63,24 @@ async def test_a_client_connecting_after_a_fast_turn_sees_all_of_it(
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
 
+async def test_the_agent_end_of_a_failed_turn_carries_its_reason_and_error(
+    gateway: GatewayUnderTest,
+) -> None:
+    async with gateway.client() as http:
+        sid = await _create(http, providerOpts={"script": [{"error": "auth"}]})
+        await http.post(f"/v1/sessions/{sid}/prompt", json={"text": "one"})
+        events = await _read(http, f"/v1/sessions/{sid}/events", until="agent_end")
+    end = orjson.loads(events[-1].data)
+    assert end["reason"] == "error"
+    assert end["error"] == {"code": "auth", "message": "mock provider error: auth"}
+    async with websockets.connect(
+        f"ws://127.0.0.1:{gateway.server.port}/v1/sessions/{sid}/ws?api_key=k-acme&since=0"
+    ) as ws:
+        while (message := orjson.loads(await ws.recv()))["event"] != "agent_end":
+            pass
+    assert message["data"]["reason"] == "error" and message["data"]["error"]["code"] == "auth"
+
+
 async def test_last_event_id_resumes_with_no_gap_and_no_duplicate(
     gateway: GatewayUnderTest,
 ) -> None:

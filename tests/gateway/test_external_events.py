@@ -50,6 +50,7 @@ def test_agent_end() -> None:
         },
     }
     assert sent("agent_end", data) == {
+        "reason": "finished",
         "lastMessage": {"role": "assistant", "content": "hi"},
         "tokenUsage": {"promptTokens": 10, "completionTokens": 2, "totalTokens": 12},
         "costUsd": 0.5,
@@ -59,6 +60,15 @@ def test_agent_end() -> None:
 def test_agent_end_without_a_message() -> None:
     data: dict[str, Any] = {"reason": "error", "last_message": None, "usage": {}}
     assert sent("agent_end", data)["lastMessage"] is None
+
+
+def test_agent_end_of_a_failed_turn_says_so() -> None:
+    usage = dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"), 0)
+    error = {"code": "auth", "message": "mock provider error: auth", "provider": "mock"}
+    data = {"reason": "error", "last_message": None, "usage": usage, "error": error}
+    end = sent("agent_end", data)
+    assert end["reason"] == "error"
+    assert end["error"] == {"code": "auth", "message": "mock provider error: auth"}
 
 
 def test_agent_abort() -> None:

@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway._limits import Meter, RateLimiter
+from tests.conftest import redis_client
 
 KEY = "0123456789abcdef"
 OTHER = "fedcba9876543210"
@@ -22,7 +23,8 @@ def prefix() -> str:
 
 @pytest.fixture
 async def redis(servers: tuple[str, str]) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(servers[1])
+    client = redis_client(servers[1])
+    await client.ping()  # connected before any test's clock runs
     yield client
     await client.aclose()
 
@@ -30,8 +32,10 @@ async def redis(servers: tuple[str, str]) -> AsyncIterator[aioredis.Redis]:
 async def test_two_replicas_on_two_connections_share_one_bucket(
     servers: tuple[str, str], prefix: str
 ) -> None:
-    one, two = aioredis.Redis.from_url(servers[1]), aioredis.Redis.from_url(servers[1])
+    one, two = redis_client(servers[1]), redis_client(servers[1])
     try:
+        await one.ping()  # connected (a Cluster client learns the slots) before the clock runs
+        await two.ping()
         a = RateLimiter(one, key_prefix=prefix, rpm=60, burst=5)
         b = RateLimiter(two, key_prefix=prefix, rpm=60, burst=5)
         results = [await (a if i % 2 else b).take(KEY) for i in range(6)]
@@ -89,11 +93,11 @@ async def test_idle_bucket_expires_once_full_again(redis: aioredis.Redis, prefix
     slow = RateLimiter(redis, key_prefix=prefix, rpm=60, burst=5)
     for _ in range(3):
         await slow.take(KEY)
-    assert 2000 < await redis.pttl(f"{prefix}:gw:rl:{KEY}") <= 3000  # 3 tokens to refill
+    assert 2000 < await redis.pttl(f"{prefix}:gw:rl:{{{KEY}}}") <= 3000  # 3 tokens to refill
     fast = RateLimiter(redis, key_prefix=prefix, rpm=6000, burst=2)
     await fast.take(OTHER)
     await asyncio.sleep(0.03)
-    assert await redis.exists(f"{prefix}:gw:rl:{OTHER}") == 0
+    assert await redis.exists(f"{prefix}:gw:rl:{{{OTHER}}}") == 0
 
 
 async def test_admit_meters_only_admitted_requests(redis: aioredis.Redis, prefix: str) -> None:
@@ -148,4 +152,4 @@ async def test_a_turn_is_metered_once_however_often_it_is_delivered(
     assert await meter.count_turn(KEY, 42, tokens=5, cost_usd=1e-05)  # the next turn
     usage = await meter.usage(KEY)
     assert (usage["tokens"], usage["cost_usd"]) == (105, pytest.approx(0.25001))
-    assert 0 < await redis.ttl(f"{prefix}:gw:metered:41") <= 60
+    assert 0 < await redis.ttl(f"{prefix}:gw:metered:{{{KEY}}}:41") <= 60

@@ -135,7 +135,7 @@ async def test_usage_of_a_turn_reaches_the_owners_meter(fleet: Harness, watchers
     meter = Meter(fleet.redis, key_prefix=fleet.settings.redis_prefix)
     owned: set[str] = set()
 
-    async def owner_of(sid: str) -> str | None:
+    async def owner_of(tenant: str, sid: str) -> str | None:
         return KEY if sid in owned else None
 
     await watchers.start(usage_handler(meter, owner_of))
@@ -161,7 +161,7 @@ async def test_events_of_unowned_sessions_are_not_metered(
     meter = Meter(fleet.redis, key_prefix=fleet.settings.redis_prefix)
     seen: list[int | None] = []
 
-    async def nobody(sid: str) -> str | None:
+    async def nobody(tenant: str, sid: str) -> str | None:
         return None
 
     meter_usage = usage_handler(meter, nobody)
@@ -272,7 +272,7 @@ async def test_the_watch_survives_a_nats_reconnect(fleet: Harness, watchers: Wat
 async def test_a_redelivered_agent_end_is_not_metered_twice(fleet: Harness) -> None:
     meter = Meter(fleet.redis, key_prefix=fleet.settings.redis_prefix)
 
-    async def owner(sid: str) -> str | None:
+    async def owner(tenant: str, sid: str) -> str | None:
         return KEY
 
     meter_usage = usage_handler(meter, owner)

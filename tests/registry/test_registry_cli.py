@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+
+import pytest
 
 from tests.conftest import Harness
 from tests.registry.conftest import new_fleet_key, store_of
@@ -66,3 +69,32 @@ async def test_put_refuses_a_bad_profile_name(
     harness = await harness_factory()
     result = await asyncio.to_thread(_cli, harness, "put", "a:b", "--provider", "mock")
     assert result.returncode == 2 and "name" in result.stderr
+
+
+async def test_put_of_a_secret_without_a_fleet_key_is_refused_unless_allowed(
+    harness_factory: Callable[..., Awaitable[Harness]], caplog: pytest.LogCaptureFixture
+) -> None:
+    harness = await harness_factory()  # no FLOTILLA_FLEET_KEY anywhere
+    router = await harness.start_router()
+    args = ("put", "plain", "--provider", "openai", "--opt-env", "api_key=TEST_PROVIDER_KEY")
+    refused = await asyncio.to_thread(_cli, harness, *args, TEST_PROVIDER_KEY="sk-plain-1")
+    assert refused.returncode == 2
+    assert "would be stored unencrypted" in refused.stderr and "--allow-plaintext" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert await store_of(harness).get("plain") is None
+    allowed = await asyncio.to_thread(
+        _cli, harness, *args, "--allow-plaintext", TEST_PROVIDER_KEY="sk-plain-1"
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    stored = await store_of(harness).get("plain")
+    assert stored is not None and stored.opts["api_key"] == "sk-plain-1"
+    await router.shutdown()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="router._registry"):
+        await harness.start_router()  # a router starting finds the plain secret
+    warned = [r.getMessage() for r in caplog.records if "unencrypted" in r.getMessage()]
+    assert warned == [
+        "registry: 1 profile(s) keep secret opts unencrypted (plain: api_key); "
+        "set FLOTILLA_FLEET_KEY on routers and workers"
+    ]
+    assert "sk-plain-1" not in caplog.text

@@ -43,6 +43,7 @@ def test_responses_dump_in_camel_case() -> None:
         "uptimeMs": 5,
         "model": "mock:echo",
         "groupId": None,
+        "parentId": None,
         "pendingApprovals": [{"approvalId": "a1", "toolName": "shell", "args": {}}],
     }
 

@@ -17,7 +17,7 @@ async def test_an_agent_end_saved_but_not_published_is_published_on_the_next_loa
     hib = await session.hibernate()
     await session.wait_for({"session_hibernated"}, request_id=hib, timeout=5)
     # what a worker killed between saving the turn's end and publishing it leaves behind
-    key = f"{fleet.settings.prefix}:s:{{{session.sid}}}"
+    key = f"{fleet.settings.prefix}:s:{{acme.{session.sid}}}"
     state = orjson.loads(await fleet.redis.hget(key, "d"))
     state["unannounced"] = [
         {

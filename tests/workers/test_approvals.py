@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flotilla import Session
+import pytest
+
+from flotilla import CommandError, Session
+from schemas import approval_timeout
 from tests.conftest import Harness
 from tests.engine_helpers import call, of_type, script, until, until_end
 
@@ -13,13 +16,13 @@ WRITE = call("write_file", path="a.txt", content="x")
 
 
 async def _session(
-    fleet: Harness, *steps: dict[str, Any], tools: list[str] | None = None
+    fleet: Harness, *steps: dict[str, Any], tools: list[str] | None = None, **opts: Any
 ) -> Session:
     assert fleet.fleet is not None
     return await fleet.fleet.create_agent(
         model="mock:script",
         tools=tools or ["write_file", "read_file", "shell"],
-        plugins=[{"name": "human_approval", "opts": {"tools": ["write_file", "shell"]}}],
+        plugins=[{"name": "human_approval", "opts": {"tools": ["write_file", "shell"], **opts}}],
         provider_opts=script(*steps),
     )
 
@@ -146,3 +149,47 @@ async def test_shell_approval_always_covers_its_command_family_only(
 
 def asked_call(events: list[Any]) -> str:
     return str(of_type(events, "tool_execution_end")[0]["call_id"])
+
+
+# -- permission_options, and what only the fleet may answer -----------------------------------
+async def test_an_answer_the_approval_does_not_offer_is_refused(fleet: Harness) -> None:
+    offered = ["approve_once", "reject_once"]
+    session = await _session(
+        fleet, {"tool_calls": [WRITE]}, {"text": "done"}, permission_options=offered
+    )
+    await session.prompt("go")
+    asked = await _asked(session)
+    assert asked["permission_options"] == offered
+    always = await session.approve(asked["approval_id"], kind="always")
+    with pytest.raises(CommandError) as refused:
+        await session.wait_for({"approval_resolved"}, request_id=always, timeout=5)
+    assert refused.value.code == "permission_not_offered"
+    assert "offered: approve_once, reject_once" in str(refused.value)
+    assert (await fleet.state(session.sid))["pending_approvals"][0]["options"] == offered
+    await session.approve(asked["approval_id"])
+    events = await until_end(session)
+    assert of_type(events, "approval_resolved")[0]["kind"] == "once"
+    assert (await fleet.state(session.sid))["allowlist"] == []
+
+
+async def test_every_answer_is_offered_by_default(fleet: Harness) -> None:
+    session = await _session(fleet, {"tool_calls": [WRITE]}, {"text": "done"})
+    await session.prompt("go")
+    asked = await _asked(session)
+    assert asked["permission_options"] == ["approve_once", "approve_always", "reject_once"]
+
+
+async def test_a_client_cannot_claim_an_approval_timed_out(fleet: Harness) -> None:
+    session = await _session(fleet, {"tool_calls": [WRITE]}, {"text": "done"}, timeout_ms=60_000)
+    await session.prompt("go")
+    asked = await _asked(session)
+    body, _ = approval_timeout("acme", session.sid, asked["approval_id"])
+    forged = await session.send(
+        "reject", **{k: v for k, v in body.items() if k not in ("op", "id")}
+    )
+    with pytest.raises(CommandError) as refused:
+        await session.wait_for({"approval_resolved"}, request_id=forged, timeout=5)
+    assert refused.value.code == "forbidden"
+    assert (await fleet.state(session.sid))["pending_approvals"], "still waiting"
+    await session.approve(asked["approval_id"])
+    assert (await until_end(session))[-1].data["reason"] == "finished"

@@ -4,25 +4,9 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from flotilla import CommandError, Fleet
 from tests.conftest import Harness
-
-
-async def _dead_letters(harness: Harness, count: int) -> list[tuple[str, dict[str, str], bytes]]:
-    assert harness.nc is not None
-    js = harness.nc.jetstream()
-    sub = await js.subscribe(
-        harness.settings.subjects.dlq_all,
-        ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-    )
-    out = []
-    for _ in range(count):
-        msg = await sub.next_msg(timeout=5)
-        out.append((msg.subject, dict(msg.headers or {}), msg.data))
-    await sub.unsubscribe()
-    return out
 
 
 @pytest.mark.parametrize(
@@ -44,7 +28,7 @@ async def test_invalid_command_is_dead_lettered_and_the_session_unharmed(
     await fleet.publish_raw(fleet.settings.subjects.cmd("acme", session.sid, op), body)
     error = await session.wait_for({"error"}, request_id=None, timeout=5)
     assert error.data["code"] == code and error.data["message"]
-    [(subject, headers, data)] = await _dead_letters(fleet, 1)
+    [(subject, headers, data)] = await fleet.dead_letters(1)
     assert subject == fleet.settings.subjects.dlq("acme", session.sid)
     assert headers["Flotilla-Error"] == code and headers["Flotilla-Error-Message"]
     assert data == body
@@ -58,14 +42,14 @@ async def test_unknown_session_is_dead_lettered(fleet: Harness) -> None:
     await ghost.prompt("hello?")
     error = await ghost.wait_for({"error"}, request_id=None, timeout=5)
     assert error.data["code"] == "session_not_found"
-    [(_, headers, _)] = await _dead_letters(fleet, 1)
+    [(_, headers, _)] = await fleet.dead_letters(1)
     assert headers["Flotilla-Error"] == "session_not_found"
 
 
 async def test_bad_identifier_in_the_subject_is_refused(fleet: Harness) -> None:
     subject = f"{fleet.settings.prefix}.cmd.acme.bad@sid.create"
     await fleet.publish_raw(subject, orjson.dumps({"op": "create", "model": "mock:echo"}))
-    [(dlq_subject, headers, _)] = await _dead_letters(fleet, 1)
+    [(dlq_subject, headers, _)] = await fleet.dead_letters(1)
     assert headers["Flotilla-Error"] == "invalid_command"
     assert dlq_subject == fleet.settings.subjects.dlq("acme", "bad@sid")
 
@@ -94,23 +78,45 @@ async def test_oversize_command_is_refused_as_too_large(harness_factory: object)
     assert await session.collect_reply(timeout=5) == "echo: small"
 
 
-async def test_wrong_tenant_is_forbidden_and_the_session_untouched(fleet: Harness) -> None:
+async def test_another_tenants_session_is_one_that_does_not_exist(fleet: Harness) -> None:
+    """Session ids are chosen per tenant: tenant "evil" naming acme's session reaches a
+    session of its own that does not exist, with the answer any missing session gets."""
     assert fleet.fleet is not None
     session = await fleet.fleet.create_agent(model="mock:echo")
-    intruder = f"{fleet.settings.prefix}.evt.evil.*.{session.sid}.>"
+    intruder = f"{fleet.settings.prefix}.evt.evil.*.*.>"
     assert fleet.nc is not None
     sub = await fleet.nc.subscribe(intruder)
-    await fleet.publish_raw(
-        fleet.settings.subjects.cmd("evil", session.sid, "stop"), orjson.dumps({"op": "stop"})
-    )
-    error = orjson.loads((await sub.next_msg(timeout=5)).data)
-    assert error["type"] == "error" and error["data"]["code"] == "forbidden"
-    assert error["group"] is None
-    [(subject, headers, _)] = await _dead_letters(fleet, 1)
-    assert subject == fleet.settings.subjects.dlq("evil", session.sid)
-    assert headers["Flotilla-Error"] == "forbidden"
+    for sid in (session.sid, "never-created"):
+        await fleet.publish_raw(
+            fleet.settings.subjects.cmd("evil", sid, "stop"), orjson.dumps({"op": "stop"})
+        )
+    answers = [orjson.loads((await sub.next_msg(timeout=5)).data) for _ in range(2)]
+    assert [(a["type"], a["group"], a["data"]["code"]) for a in answers] == [
+        ("error", None, "session_not_found")
+    ] * 2
+    assert [a["data"]["message"].replace(a["sid"], "X") for a in answers] == ["no session 'X'"] * 2
+    dead = await fleet.dead_letters(2)
+    assert [h["Flotilla-Error"] for _, h, _ in dead] == ["session_not_found"] * 2
     await session.prompt("mine")
     assert await session.collect_reply(timeout=5) == "echo: mine"
+
+
+async def test_two_tenants_may_use_the_same_session_id(fleet: Harness) -> None:
+    assert fleet.fleet is not None
+    mine = await fleet.fleet.create_agent(session_id="shared-name", model="mock:echo")
+    async with await Fleet.connect(settings=fleet.settings, tenant="beta") as beta:
+        theirs = await beta.create_agent(session_id="shared-name", model="mock:echo")
+        await theirs.prompt("beta's turn")
+        assert await theirs.collect_reply(timeout=5) == "echo: beta's turn"
+        await mine.prompt("acme's turn")
+        assert await mine.collect_reply(timeout=5) == "echo: acme's turn"
+        assert [m["content"] for m in await fleet.history("shared-name", "beta")] == [
+            "beta's turn",
+            "echo: beta's turn",
+        ]
+        await theirs.stop()
+    await mine.prompt("still here")
+    assert await mine.collect_reply(timeout=5) == "echo: still here"
 
 
 async def test_a_bad_command_does_not_disturb_other_sessions(fleet: Harness) -> None:
@@ -130,3 +136,59 @@ async def test_op_may_be_left_to_the_subject(fleet: Harness) -> None:
     await fleet.publish_raw(subject, orjson.dumps({"id": "no-op", "text": "implicit"}))
     end = await session.wait_for({"agent_end"}, request_id="no-op", timeout=5)
     assert end.data["last_message"]["content"] == "echo: implicit"
+
+
+async def test_a_command_nested_too_deep_is_refused_before_it_is_kept(fleet: Harness) -> None:
+    """Deeper values could be read but not saved or published (the JSON writers stop at 255
+    levels): the command is refused, and the session is unharmed."""
+    assert fleet.fleet is not None
+    session = await fleet.fleet.create_agent(model="mock:echo")
+    meta = b"[" * 300 + b"]" * 300
+    body = b'{"op": "prompt", "id": "deep-1", "text": "x", "meta": {"m": ' + meta + b"}}"
+    await fleet.publish_raw(fleet.settings.subjects.cmd("acme", session.sid, "prompt"), body)
+    with pytest.raises(CommandError) as refused:
+        await session.wait_for({"agent_end"}, request_id="deep-1", timeout=5)
+    assert refused.value.code == "invalid_command" and "nest 64" in str(refused.value)
+    await session.prompt("fine")
+    assert await session.collect_reply(timeout=5) == "echo: fine"
+
+
+async def test_a_command_that_meets_a_bug_is_set_aside_not_redelivered_forever(
+    fleet: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    assert fleet.fleet is not None
+    session = await fleet.fleet.create_agent(model="mock:echo")
+    monkeypatch.setattr("workers._checkpoints.save_checkpoint", broken)
+    sent = await session.send("checkpoint")
+    with pytest.raises(CommandError) as refused:
+        await session.wait_for({"checkpoint_saved"}, request_id=sent, timeout=5)
+    assert refused.value.code == "internal_error" and "RuntimeError" in str(refused.value)
+    assert "a bug" not in str(refused.value)  # no detail of the fleet's internals
+    [(_, headers, _)] = await fleet.dead_letters(1)
+    assert headers["Flotilla-Error"] == "internal_error"
+    await session.prompt("still here")
+    assert await session.collect_reply(timeout=5) == "echo: still here"
+
+
+async def test_a_turn_that_meets_a_bug_ends_with_an_error_and_the_session_goes_on(
+    fleet: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    assert fleet.fleet is not None
+    steps = [{"tool_calls": [{"name": "read_file", "arguments": {"path": "a"}}]}]
+    session = await fleet.fleet.create_agent(
+        model="mock:script", tools=["read_file"], provider_opts={"script": steps}
+    )
+    monkeypatch.setattr("workers._turn.TurnRunner._detect_loop", broken)
+    await session.prompt("go")
+    with pytest.raises(CommandError) as failed:
+        await session.collect_reply(timeout=5)
+    assert failed.value.code == "internal_error"
+    monkeypatch.undo()
+    await session.prompt("again")
+    assert await session.collect_reply(timeout=5) == "echo: again"

@@ -67,7 +67,13 @@ async def test_cost_guard_warns_once_and_a_hot_update_keeps_its_state(fleet: Har
     session = await _session(fleet, [guard], tools=["write_file"], provider_opts=steps)
     await session.prompt("spend")
     events = await until_end(session)
-    assert [w["accrued_usd"] for w in _plugin_events(events, "cost_warning")] == [1.0]
+    (warning,) = of_type(events, "cost_warning")  # the catalog event, on the monitor channel
+    assert (warning["plugin"], warning["accrued_usd"], warning["max_usd"]) == (
+        "cost_guard",
+        1.0,
+        1.5,
+    )
+    assert not _plugin_events(events, "cost_warning")
     await session.update_plugin_opts("cost_guard", {"max_usd": 10.0})
     updated = (await until(session, "plugin_opts_updated"))[-1].data
     assert (updated["success"], updated["mode"]) == (True, "callback")

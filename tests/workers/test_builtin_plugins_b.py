@@ -24,7 +24,7 @@ async def _session(fleet: Harness, *steps: dict[str, Any], **options: Any) -> Se
 
 async def _file(fleet: Harness, sid: str, path: str) -> str | None:
     """A workspace file of the session, read straight from Redis."""
-    key = RedisKeys(fleet.settings.redis_prefix).workspace(sid)
+    key = RedisKeys(fleet.settings.redis_prefix).workspace("acme", sid)
     data = await fleet.redis.hget(key, path)
     return data.decode() if data is not None else None
 
@@ -106,6 +106,31 @@ async def test_a_session_end_checkpoint_outlives_the_stopped_session(fleet: Harn
     )
     contents = [m["content"] for m in await fleet.history(restored.sid)]
     assert contents == ["question", "the answer"]
+
+
+async def test_auto_checkpoint_keeps_at_most_max_checkpoints_for_at_most_ttl_seconds(
+    fleet: Harness,
+) -> None:
+    opts = {"every_n_turns": 1, "max_checkpoints": 2, "ttl_seconds": 60}
+    session = await _session(
+        fleet,
+        {"text": "1"},
+        {"text": "2"},
+        {"text": "3"},
+        plugins=[{"name": "auto_checkpoint", "opts": opts}],
+    )
+    for text in ("a", "b", "c"):
+        await session.prompt(text)
+        await until(session, "auto_checkpoint_saved", "plugin_event")
+    keys = RedisKeys(fleet.settings.redis_prefix)
+
+    async def two_left() -> bool:
+        return await fleet.redis.zcard(keys.checkpoints("acme", session.sid)) == 2
+
+    await eventually(two_left, what="the oldest checkpoint dropped")
+    for checkpoint_id in await fleet.redis.zrange(keys.checkpoints("acme", session.sid), 0, -1):
+        ttl = await fleet.redis.ttl(keys.checkpoint("acme", session.sid, checkpoint_id.decode()))
+        assert 0 < ttl <= 60, "the session's ttl_seconds, below the fleet's 7 days"
 
 
 # -- content_policy ----------------------------------------------------------------------------

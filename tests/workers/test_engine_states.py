@@ -324,7 +324,7 @@ async def test_an_approval_of_a_hibernated_session_still_times_out(fleet: Harnes
     assert [(r["status"], r["kind"]) for r in resolved] == [("rejected", "timeout")]
     assert events[-1].data["last_message"]["content"] == "understood"
     keys = RedisKeys(fleet.settings.redis_prefix)
-    assert await fleet.redis.zscore(keys.approval_timeouts, f"acme.{session.sid}") is None
+    assert await fleet.scheduled(keys.approval_timeouts, session.sid) is None
 
 
 async def test_an_approval_answered_in_time_leaves_no_timeout_behind(fleet: Harness) -> None:
@@ -338,14 +338,13 @@ async def test_an_approval_answered_in_time_leaves_no_timeout_behind(fleet: Harn
     await session.prompt("go")
     asked = (await until(session, "approval_required"))[-1].data
     keys = RedisKeys(fleet.settings.redis_prefix)
-    member = f"acme.{session.sid}"
-    assert await fleet.redis.zscore(keys.approval_timeouts, member) is not None
+    assert await fleet.scheduled(keys.approval_timeouts, session.sid) is not None
     await session.approve(asked["approval_id"])
     events = await until_end(session)
-    assert await fleet.redis.zscore(keys.approval_timeouts, member) is None
+    assert await fleet.scheduled(keys.approval_timeouts, session.sid) is None
     assert [r["status"] for r in of_type(events, "approval_resolved")] == ["approved"]
     # a timeout arriving late anyway (a timer that fired before the approval) is moot
-    body, _ = approval_timeout(session.sid, asked["approval_id"])
+    body, _ = approval_timeout("acme", session.sid, asked["approval_id"])
     late = await session.send("reject", **{k: v for k, v in body.items() if k != "op"})
     await session.prompt("again")
     events = await until_end(session)

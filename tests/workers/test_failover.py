@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from flotilla import Session
-from tests.conftest import Harness, WorkerProcess, eventually
+from tests.conftest import Harness, WorkerProcess, count_ends, eventually, prompt_rounds
 
 SLOW = {"script": [{"text": "slow reply", "delay_ms": 2500}]}
 
@@ -61,14 +61,7 @@ async def test_worker_joining_takes_shards_without_loss_or_duplicates(
     assert harness.fleet is not None
     sessions = [await harness.fleet.create_agent(model="mock:echo") for _ in range(12)]
     sent: list[str] = []
-
-    async def publish(rounds: int) -> None:
-        for r in range(rounds):
-            for session in sessions:
-                sent.append(await session.prompt(f"r{r}"))
-            await asyncio.sleep(0.01)
-
-    publisher = asyncio.create_task(publish(40))
+    publisher = asyncio.create_task(prompt_rounds(sessions, 40, sent, pause=0.01))
     await asyncio.sleep(0.1)
     await harness.start_worker("w2")
     await publisher
@@ -124,7 +117,7 @@ async def test_stale_owner_cannot_overwrite_state(harness_factory: Any) -> None:
     stale.signal(signal.SIGSTOP)
     end = await session.wait_for({"agent_end"}, request_id=prompt_id, timeout=30)
     assert end.worker != stale.worker_id
-    key = f"{harness.settings.prefix}:s:{{{session.sid}}}"
+    key = f"{harness.settings.prefix}:s:{{acme.{session.sid}}}"
     before = await harness.redis.hgetall(key)
     stale.signal(signal.SIGCONT)
     log = harness.tmp / f"{stale.worker_id}.log"
@@ -140,7 +133,7 @@ async def test_stale_owner_cannot_overwrite_state(harness_factory: Any) -> None:
     assert after == before
     state = orjson.loads(after[b"d"])
     assert state["history_len"] == 2 and state["current"] is None
-    assert await harness.redis.llen(f"{harness.settings.prefix}:h:{{{session.sid}}}") == 2
+    assert await harness.redis.llen(f"{harness.settings.prefix}:h:{{acme.{session.sid}}}") == 2
 
 
 async def test_sigterm_hands_a_running_turn_over_to_another_worker(harness_factory: Any) -> None:
@@ -152,3 +145,38 @@ async def test_sigterm_hands_a_running_turn_over_to_another_worker(harness_facto
     assert resumed.worker != leaving.worker_id
     end = await session.wait_for({"agent_end"}, request_id=prompt_id, timeout=15)
     assert end.data["last_message"]["content"] == "slow reply"
+
+
+async def test_a_worker_frozen_after_a_restart_and_woken_later_stalls_nothing(
+    harness_factory: Any,
+) -> None:
+    harness = await _fleet_of_two_processes(harness_factory, shards=8)
+    assert harness.fleet is not None
+    sessions = [await harness.fleet.create_agent(model="mock:echo") for _ in range(16)]
+    sent: list[str] = []
+    publisher = asyncio.create_task(prompt_rounds(sessions, 60, sent, pause=0.05))
+    harness.processes[0].signal(signal.SIGKILL)
+    restarted = harness.spawn_worker("pc")
+
+    async def restarted_owns_shards() -> bool:
+        status = await harness.fleet.status()  # type: ignore[union-attr]
+        return any(b.worker == "pc" and b.shards for b in status.workers)
+
+    await eventually(restarted_owns_shards, timeout=30, what="the restarted worker to own shards")
+    restarted.signal(signal.SIGSTOP)  # frozen just after it took its shards
+    await harness.wait_all_shards({"pb"}, timeout=30)  # they moved on without it
+    restarted.signal(signal.SIGCONT)
+    await publisher
+    await harness.wait_all_shards({"pb", "pc"}, timeout=30)
+    probes = [await s.prompt("probe") for s in sessions]
+    ends: Counter[str] = Counter()
+
+    async def all_ended() -> bool:
+        for event in count_ends(sessions, ends):
+            seen.setdefault(str(event.request_id), []).append((event.turn, event.worker))
+        return set(sent + probes) <= set(ends)
+
+    seen: dict[str, list[tuple[int, str | None]]] = {}
+    await eventually(all_ended, timeout=60, what="every prompt and probe to end")
+    assert max(ends.values()) == 1, {r: t for r, t in seen.items() if len(t) > 1}
+    assert "Consumer Deleted" not in (harness.tmp / "pb.log").read_text()

@@ -92,3 +92,27 @@ async def test_an_invalid_update_is_refused_and_changes_nothing(harness_factory:
     assert "default" in updated["error"]
     await session.prompt("write")
     assert (await until(session, "approval_required"))[-1].data["tool"] == "write_file"
+
+
+async def test_an_update_while_an_approval_waits_applies_at_once(fleet: Harness) -> None:
+    assert fleet.fleet is not None
+    session = await fleet.fleet.create_agent(
+        model="mock:script",
+        tools=["write_file"],
+        plugins=[
+            {"name": "human_approval", "opts": {"tools": ["write_file"]}},
+            {"name": "cost_guard", "opts": {"max_usd": 1.0}},
+        ],
+        provider_opts=script(
+            {"tool_calls": [call("write_file", path="a.txt", content="x")]}, {"text": "done"}
+        ),
+    )
+    await session.prompt("go")
+    asked = (await until(session, "approval_required"))[-1].data
+    await session.update_plugin_opts("cost_guard", {"max_usd": 7.0})
+    updated = (await until(session, "plugin_opts_updated"))[-1]
+    assert (updated.data["success"], updated.data["mode"]) == (True, "callback")
+    state = await fleet.state(session.sid)
+    assert state["plugin_opts"]["cost_guard"]["max_usd"] == 7.0 and state["pending_approvals"]
+    await session.approve(asked["approval_id"])
+    assert (await until_end(session))[-1].data["reason"] == "finished"

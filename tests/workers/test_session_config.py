@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from flotilla import CommandError, Fleet, Session
+from flotilla.keys import RedisKeys
 from tests.conftest import Harness
 from tests.engine_helpers import call, of_type, script, until, until_end
 
@@ -136,8 +137,9 @@ async def test_checkpoints_redact_provider_keys(fleet: Harness) -> None:
     await session.switch_model("mock:echo", provider_opts={"api_key": "sk-SECRET-123"})
     await until(session, "model_switched")
     checkpoint_id = await session.checkpoint()
-    keys = await fleet.redis.keys(f"{fleet.settings.redis_prefix}:ck:*{checkpoint_id}")
-    raw = await fleet.redis.hgetall(keys[0])
+    key = RedisKeys(fleet.settings.redis_prefix).checkpoint("acme", session.sid, checkpoint_id)
+    raw = await fleet.redis.hgetall(key)
+    assert raw
     assert all(b"sk-SECRET-123" not in value for value in raw.values())
 
 

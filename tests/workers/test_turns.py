@@ -113,7 +113,7 @@ async def test_hibernated_session_resumes_on_the_next_prompt(fleet: Harness) -> 
     resumed = await session.wait_for({"session_resumed"}, request_id=prompt_id, timeout=5)
     assert resumed.data == {"from": "snapshot", "worker": "w1"}
     assert await session.collect_reply(timeout=5) == "echo: after"
-    state = await fleet.redis.hget(f"{fleet.settings.prefix}:s:{{{session.sid}}}", "d")
+    state = await fleet.redis.hget(f"{fleet.settings.prefix}:s:{{acme.{session.sid}}}", "d")
     assert orjson.loads(state)["history_len"] == 4
 
 
@@ -135,7 +135,7 @@ async def test_stop_ends_the_session_and_deletes_its_state(fleet: Harness) -> No
     await session.prompt("x")
     await session.collect_reply(timeout=5)
     await session.stop()
-    key = f"{fleet.settings.prefix}:s:{{{session.sid}}}"
+    key = f"{fleet.settings.prefix}:s:{{acme.{session.sid}}}"
     assert await fleet.redis.exists(key) == 0
     again = await fleet.fleet.session(session.sid)
     await again.prompt("ghost")

@@ -14,7 +14,6 @@ from workers.plugins._auto_checkpoint import AutoCheckpoint
 from workers.plugins._base import (
     ACTION_TYPES,
     ALLOWED,
-    MAX_SHELL_CHARS,
     Abort,
     Action,
     BlockTool,
@@ -28,13 +27,9 @@ from workers.plugins._base import (
     PluginOptsError,
     ReplaceToolArgs,
     RequireApproval,
-    ShellSegment,
     Skip,
     SwitchModel,
     Terminal,
-    command_families,
-    command_family,
-    shell_segments,
 )
 from workers.plugins._chain import ChainOutcome, Emitted, Incident, PluginChain
 from workers.plugins._content_policy import ContentPolicy
@@ -57,7 +52,14 @@ from workers.plugins._planning import Planning
 from workers.plugins._prompt_cache import PromptCache
 from workers.plugins._reflection import Reflection
 from workers.plugins._security_guard import SecurityGuard
-from workers.plugins._skill_guard import SkillGuard
+from workers.plugins._shell import (
+    MAX_SHELL_CHARS,
+    ShellSegment,
+    command_families,
+    command_family,
+    shell_segments,
+)
+from workers.plugins._skill_guard import SkillGuard, discover_skills
 
 __all__ = [
     "ACTION_TYPES",
@@ -105,6 +107,7 @@ __all__ = [
     "command_families",
     "command_family",
     "describe_call",
+    "discover_skills",
     "load_plugins",
     "plugin_registry",
     "shell_segments",

@@ -6,9 +6,10 @@ the hooks named in `on_events` (e.g. "session_end": the last copy of a stopped s
 Each save is a `checkpoint_saved` event with label "auto" and metadata {trigger, plugin,
 turn}, followed by `auto_checkpoint_saved {checkpoint_id, trigger}`.
 
-How many checkpoints a session keeps and for how long are fleet settings today
-(`max_checkpoints`, `checkpoint_ttl_s`): the options `max_checkpoints` and `ttl_seconds` are
-accepted for CMDC compatibility and validated, but do not override them.
+`max_checkpoints` (how many the session keeps, oldest dropped) and `ttl_seconds` (how long
+each lives) lower the fleet's limits (`FLOTILLA_MAX_CHECKPOINTS`, `FLOTILLA_CHECKPOINT_TTL_S`)
+for this session; they never raise them. Checkpoints are kept by the fleet (Redis): CMDC's
+`backend` option is refused, and so are event names in `on_events` (hooks only, for now).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ from workers.plugins._base import (
 NAME = "auto_checkpoint"
 LABEL = "auto"
 _OPTS = ("every_n_turns", "on_tools", "on_events", "max_checkpoints", "ttl_seconds")
+_REFUSED = {
+    "backend": (
+        "checkpoints are kept by the fleet in Redis (FLOTILLA_CHECKPOINT_TTL_S, "
+        "FLOTILLA_MAX_CHECKPOINTS); a per-session backend is not supported"
+    )
+}
 
 
 class AutoCheckpoint(Plugin):
@@ -46,6 +53,9 @@ class AutoCheckpoint(Plugin):
     ttl_seconds: int | None
 
     def configure(self, opts: Mapping[str, Any]) -> None:
+        for key, why in _REFUSED.items():
+            if key in opts:
+                raise PluginOptsError(f"{NAME}: {key}: {why}")
         _opts.known_keys(NAME, opts, _OPTS)
         every = _opts.optional_positive_int(NAME, opts, "every_n_turns", 10)
         tools = _opts.strings(NAME, opts, "on_tools", [])
@@ -54,7 +64,8 @@ class AutoCheckpoint(Plugin):
         unknown = sorted(e for e in events if e.lstrip(":") not in hooks)
         if unknown:
             raise PluginOptsError(
-                f"{NAME}: on_events must name hooks ({', '.join(hooks)}); not {unknown}"
+                f"{NAME}: on_events names hooks ({', '.join(hooks)}); event names such as "
+                f"{unknown[0]!r} are not supported yet"
             )
         max_checkpoints = _opts.optional_positive_int(NAME, opts, "max_checkpoints", None)
         ttl_seconds = _opts.optional_positive_int(NAME, opts, "ttl_seconds", None)
@@ -92,7 +103,10 @@ class AutoCheckpoint(Plugin):
         if trigger is None:
             return None
         checkpoint_id = await io.checkpoint(
-            LABEL, {"trigger": trigger, "plugin": NAME, "turn": ctx.turn}
+            LABEL,
+            {"trigger": trigger, "plugin": NAME, "turn": ctx.turn},
+            keep=self.max_checkpoints,
+            ttl_s=self.ttl_seconds,
         )
         state["saved"] = int(state.get("saved", 0)) + 1
         state["last_checkpoint_id"] = checkpoint_id

@@ -25,9 +25,6 @@ Which action each hook accepts is `ALLOWED`, CMDC's hook x action matrix.
 
 from __future__ import annotations
 
-import posixpath
-import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -128,6 +125,9 @@ class RequireApproval:
     """
 
     hint: str | None = None
+    options: tuple[str, ...] | None = None
+    """The answers the human is offered (`approve_once`, `approve_always`, `reject_once`);
+    None: all of them. Any other answer is refused (`permission_not_offered`)."""
     kind: ClassVar[str] = "require_approval"
 
 
@@ -194,6 +194,11 @@ class PluginContext:
     tools: tuple[str, ...] = ()
     total_tokens: int = 0
     cost_usd: float = 0.0
+    spent_usd: float = 0.0
+    """What counts against the session's budgets: `cost_usd`, its finished sub-agents' cost
+    and, for a sub-agent, what its parent had spent when it started it."""
+    skills_dirs: tuple[str, ...] = ()
+    """The session's `skills_dirs` option (where SKILL.md files are discovered)."""
     allowlist: frozenset[tuple[str, str]] = frozenset()
     """(tool, command family) pairs a human approved "always" in this session."""
     approved: bool = False
@@ -220,8 +225,19 @@ class PluginIO(Protocol):
         """Workspace paths under `directory` whose file name is `name` (e.g. SKILL.md)."""
         ...
 
-    async def checkpoint(self, label: str, metadata: Mapping[str, Any]) -> str:
-        """Save a checkpoint of the session now (`checkpoint_saved` is published); its id."""
+    async def checkpoint(
+        self,
+        label: str,
+        metadata: Mapping[str, Any],
+        *,
+        keep: int | None = None,
+        ttl_s: int | None = None,
+    ) -> str:
+        """Save a checkpoint of the session now (`checkpoint_saved` is published); its id.
+
+        `keep`: how many checkpoints the session keeps at most (oldest dropped), `ttl_s`: how
+        long this one lives; each capped by the fleet's limits.
+        """
         ...
 
     async def complete(
@@ -316,102 +332,3 @@ class Plugin:
     ) -> Action | None:
         """Answer one hook with I/O; the engine calls this, which by default is `handle`."""
         return self.handle(hook, payload, state, ctx)
-
-
-_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
-_SUBSTITUTION = re.compile(r"\$\(([^()]*)\)|`([^`]*)`")
-_SHELL_PUNCTUATION = frozenset("();<>|&")
-_MAX_NESTING = 3
-MAX_SHELL_CHARS = 32_768
-"""Longer shell lines are not parsed (the parser is pure Python): never allowlisted, blocked."""
-
-
-@dataclass(frozen=True, slots=True)
-class ShellSegment:
-    """One simple command of a shell line: its words, how it joins the previous one."""
-
-    words: tuple[str, ...]
-    piped: bool = False
-    """Reads the previous segment's output (`|` or `|&`)."""
-    redirects: tuple[str, ...] = ()
-    """Targets of its output redirections (`>`, `>>`, `&>`...)."""
-
-    @property
-    def program(self) -> str:
-        """The basename of the first word after leading VAR=value assignments; "" if none."""
-        for word in self.words:
-            if not _ASSIGNMENT.match(word):
-                return posixpath.basename(word)
-        return ""
-
-
-def _tokens(command: str) -> list[str]:
-    lexer = shlex.shlex(command.replace("\n", " ; "), posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    lexer.commenters = ""
-    try:
-        return list(lexer)
-    except ValueError:  # unbalanced quotes: fall back to a rough split
-        return re.findall(r"[();<>|&]+|[^\s();<>|&]+", command)
-
-
-def shell_segments(command: str) -> list[ShellSegment]:
-    """Split a shell line into simple commands, including `$(...)` and backtick substitutions.
-
-    An approximation of the shell grammar, good enough to name the programs a line runs.
-    """
-    return _segments(command, 0)
-
-
-def _segments(command: str, depth: int) -> list[ShellSegment]:
-    segments: list[ShellSegment] = []
-    words: list[str] = []
-    redirects: list[str] = []
-    piped = False
-    tokens = _tokens(command)
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if token and set(token) <= _SHELL_PUNCTUATION:
-            if ">" in token and "(" not in token:
-                if i + 1 < len(tokens):
-                    redirects.append(tokens[i + 1])
-                i += 2
-                continue
-            if "<" in token and "(" not in token:
-                i += 2  # input redirection: skip its source
-                continue
-            if words:
-                segments.append(ShellSegment(tuple(words), piped, tuple(redirects)))
-            words, redirects = [], []
-            piped = token in ("|", "|&")
-        else:
-            words.append(token)
-            if depth < _MAX_NESTING and ("$(" in token or "`" in token):
-                for match in _SUBSTITUTION.finditer(token):
-                    inner = match.group(1) or match.group(2) or ""
-                    segments.extend(_segments(inner, depth + 1))
-        i += 1
-    if words:
-        segments.append(ShellSegment(tuple(words), piped, tuple(redirects)))
-    return segments
-
-
-def command_family(tool: str, args: Mapping[str, Any]) -> str:
-    """What "approve always" covers: the program of a `shell` call, "*" for other tools."""
-    if tool != "shell":
-        return "*"
-    command = args.get("command")
-    segments = shell_segments(command[:MAX_SHELL_CHARS]) if isinstance(command, str) else []
-    return segments[0].program if segments else ""
-
-
-def command_families(tool: str, args: Mapping[str, Any]) -> frozenset[str]:
-    """Every program a call runs (all of a compound shell line); {"*"} for other tools."""
-    if tool != "shell":
-        return frozenset({"*"})
-    command = args.get("command")
-    if not isinstance(command, str) or len(command) > MAX_SHELL_CHARS:
-        return frozenset({""})  # matches no allowlist entry
-    segments = shell_segments(command)
-    return frozenset(s.program for s in segments if s.program) or frozenset({""})

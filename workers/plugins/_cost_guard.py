@@ -1,8 +1,10 @@
 """CostGuard (CMDC built-in, priority 200): a hard cost limit and a soft warning per session.
 
-Once the session's cost reaches `max_usd` the turn is aborted; once it reaches
-`max_usd * soft_warning_pct` a `cost_warning` plugin event is published, once per threshold
-(a hot update that moves the threshold may warn again). The cost is checked at
+Once the session's spend reaches `max_usd` the turn is aborted; once it reaches
+`max_usd * soft_warning_pct` a `cost_warning` event is published, once per threshold (a hot
+update that moves the threshold may warn again). The spend is the session's own cost plus
+its sub-agents' (a sub-agent runs under its parent's cost_guard, starting from what the
+parent had spent: PROTOCOL §6.11). The cost is checked at
 `after_response`, as in CMDC, and at `before_request`: the engine counts a response's cost
 after `after_response`, so `before_request` is where a response's own cost first shows, and
 no request is sent past the limit.
@@ -77,7 +79,7 @@ class CostGuard(Plugin):
     ) -> Action | None:
         if hook not in (Hook.AFTER_RESPONSE, Hook.BEFORE_REQUEST):
             return None
-        accrued = ctx.cost_usd
+        accrued = ctx.spent_usd  # a sub-agent's spend counts against its parent's budget
         state["accrued_usd"] = accrued
         if accrued >= self.max_usd:
             return Abort(f"cost limit reached: ${accrued:.4f} of ${self.max_usd:.4f}")

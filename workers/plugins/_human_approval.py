@@ -21,9 +21,9 @@ from workers.plugins._base import (
     PluginContext,
     PluginOptsError,
     RequireApproval,
-    command_families,
 )
 from workers.plugins._opts import known_keys
+from workers.plugins._shell import command_families
 
 Policy = Literal["allow", "ask", "deny"]
 PermissionOption = Literal["approve_once", "approve_always", "reject_once"]
@@ -48,7 +48,8 @@ class HumanApproval(Plugin):
     timeout_ms: int | None
     """How long an approval may wait; the engine enforces it (None: no limit)."""
     permission_options: tuple[PermissionOption, ...]
-    """The answers a human is offered (CMDC's `permission_options`)."""
+    """The answers a human is offered (CMDC's `permission_options`): listed in
+    `approval_required`, and any other answer is refused."""
 
     def configure(self, opts: Mapping[str, Any]) -> None:
         known_keys("human_approval", opts, _OPTS)
@@ -109,7 +110,11 @@ class HumanApproval(Plugin):
             case "ask":
                 if ctx.approved or _allowlisted(name, args, ctx.allowlist):
                     return None
-                return RequireApproval(self.hint or describe_call(name, args))
+                offered = self.permission_options
+                return RequireApproval(
+                    self.hint or describe_call(name, args),
+                    options=None if len(offered) == len(get_args(PermissionOption)) else offered,
+                )
             case _:
                 assert_never(policy)
 

@@ -7,12 +7,13 @@ or an import path `package.module:ClassName` of a Plugin subclass.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
 
+from flotilla._imports import load_object
+from flotilla.errors import ConfigurationError
 from workers.plugins._base import Plugin, PluginOptsError
 from workers.plugins._catalog_a import PLUGINS_A
 from workers.plugins._catalog_b import PLUGINS_B
@@ -111,17 +112,10 @@ def _resolve(
 
 
 def _import(path: str) -> type[Plugin]:
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise PluginLoadError(f"plugin {path!r}: expected an import path 'package.module:Class'")
     try:
-        target: object = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
-    except Exception as exc:  # a module may fail with anything while it imports
-        raise PluginLoadError(
-            f"plugin {path!r}: cannot import: {type(exc).__name__}: {exc}"
-        ) from exc
+        target = load_object(path, what="plugin")
+    except ConfigurationError as exc:
+        raise PluginLoadError(str(exc)) from exc
     if not isinstance(target, type) or not issubclass(target, Plugin):
         raise PluginLoadError(f"plugin {path!r}: not a subclass of workers.plugins.Plugin")
     name = getattr(target, "name", None)

@@ -17,10 +17,10 @@ with its model. `pass_signal` is a string (found anywhere in the reply) or `{"re
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
+from flotilla._patterns import Deadline, PatternError, PatternTooSlow, UserPattern
 from workers.plugins._base import (
     Action,
     Emit,
@@ -47,6 +47,8 @@ DEFAULT_REVIEWER_PROMPT = (
     "You are a strict quality reviewer. Review your previous answer before it is delivered."
 )
 DEFAULT_PASS_SIGNAL = "APPROVED"
+PATTERN_TIME_S = 0.25
+"""How long a `{"regex": ...}` pass signal may search one reply."""
 DEFAULT_MAX_REVIEWS = 3
 
 
@@ -60,7 +62,7 @@ class Reflection(Plugin):
     reviewer_prompt: str
     criteria: tuple[str, ...]
     max_reviews: int
-    pass_signal: str | re.Pattern[str]
+    pass_signal: str | UserPattern
 
     def configure(self, opts: Mapping[str, Any]) -> None:
         known_keys("reflection", opts, _OPTS)
@@ -94,7 +96,7 @@ class Reflection(Plugin):
         if isinstance(self.pass_signal, str):
             verdict = f"reply with {self.pass_signal}"
         else:
-            verdict = f"reply with a verdict matching /{self.pass_signal.pattern}/"
+            verdict = f"reply with a verdict matching /{self.pass_signal.source}/"
         parts.append(
             f"If the answer meets every criterion, {verdict} and repeat the answer. Otherwise "
             "list the problems, then give the revised answer in full."
@@ -105,7 +107,10 @@ class Reflection(Plugin):
         """Whether a reply carries the pass signal."""
         if isinstance(self.pass_signal, str):
             return self.pass_signal in text
-        return self.pass_signal.search(text) is not None
+        try:
+            return self.pass_signal.search(text, Deadline(PATTERN_TIME_S))
+        except PatternTooSlow:
+            return False  # a signal that cannot be found in time is not given
 
     def handle(
         self, hook: Hook, payload: Mapping[str, Any], state: dict[str, Any], ctx: PluginContext
@@ -141,12 +146,12 @@ def _approved(critique: str, state: dict[str, Any], *, forced: bool) -> Emit:
     )
 
 
-def _signal(value: object) -> str | re.Pattern[str]:
+def _signal(value: object) -> str | UserPattern:
     if isinstance(value, str) and value:
         return value
     if isinstance(value, Mapping) and set(value) == {"regex"} and isinstance(value["regex"], str):
         try:
-            return re.compile(value["regex"])
-        except re.error as exc:
-            raise PluginOptsError(f"reflection: pass_signal: bad regex: {exc}") from None
+            return UserPattern(value["regex"])
+        except PatternError as exc:
+            raise PluginOptsError(f"reflection: pass_signal: {exc}") from None
     raise PluginOptsError('reflection: pass_signal must be a string or {"regex": "..."}')

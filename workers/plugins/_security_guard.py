@@ -13,19 +13,21 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from flotilla._patterns import Deadline, PatternError, PatternTooSlow, UserPattern
 from workers.plugins._base import (
-    MAX_SHELL_CHARS,
     Action,
     BlockTool,
     Hook,
     Plugin,
     PluginContext,
     PluginOptsError,
-    shell_segments,
 )
 from workers.plugins._opts import known_keys
+from workers.plugins._shell import MAX_SHELL_CHARS, shell_segments
 
 _OPTS = frozenset({"blocked_paths", "blocked_commands", "allow_commands"})
+PATTERN_TIME_S = 0.25
+"""How long one of the session's own patterns may search one argument."""
 _FILE_TOOLS = frozenset({"read_file", "write_file", "edit_file", "list_dir", "glob", "grep"})
 # grep's `pattern` is a regex over file contents, not a path.
 _PATH_ARGS: Mapping[str, tuple[str, ...]] = {"glob": ("path", "pattern")}
@@ -69,9 +71,9 @@ class SecurityGuard(Plugin):
     priority = 10
     aliases = ("CMDC.Plugin.Builtin.SecurityGuard",)
 
-    blocked_paths: tuple[re.Pattern[str], ...]
-    blocked_commands: tuple[re.Pattern[str], ...]
-    allow_commands: tuple[re.Pattern[str], ...]
+    blocked_paths: tuple[UserPattern, ...]
+    blocked_commands: tuple[UserPattern, ...]
+    allow_commands: tuple[UserPattern, ...]
     """A command matching one of these (re.search) skips every command rule."""
 
     def configure(self, opts: Mapping[str, Any]) -> None:
@@ -122,7 +124,7 @@ class SecurityGuard(Plugin):
 
     def command_danger(self, command: str) -> str | None:
         """Why `shell` may not run `command`, or None."""
-        if any(rx.search(command) for rx in self.allow_commands):
+        if any(_matches(rx, command) for rx in self.allow_commands):
             return None
         if len(command) > MAX_SHELL_CHARS:
             return f"too long to inspect ({len(command)} characters > {MAX_SHELL_CHARS})"
@@ -242,20 +244,32 @@ def _secret(path: str) -> str | None:
     return None
 
 
-def _pattern(text: str, patterns: Sequence[re.Pattern[str]], what: str) -> str | None:
+def _pattern(text: str, patterns: Sequence[UserPattern], what: str) -> str | None:
+    """Why `text` is refused by one of `patterns`; a pattern that cannot decide in time
+    refuses it too (a guard that could not check does not let the call through)."""
     for rx in patterns:
-        if rx.search(text):
-            return f"matches {what} {rx.pattern!r}"
+        try:
+            if rx.search(text, Deadline(PATTERN_TIME_S)):
+                return f"matches {what} {rx.source!r}"
+        except PatternTooSlow:
+            return f"could not be checked against {what} {rx.source!r} in time"
     return None
 
 
-def _regexes(value: object, field: str) -> tuple[re.Pattern[str], ...]:
+def _matches(rx: UserPattern, text: str) -> bool:
+    try:
+        return rx.search(text, Deadline(PATTERN_TIME_S))
+    except PatternTooSlow:
+        return False  # an allow rule that cannot decide in time allows nothing
+
+
+def _regexes(value: object, field: str) -> tuple[UserPattern, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise PluginOptsError(f"security_guard: {field} must be a list of regular expressions")
     compiled = []
     for source in value:
         try:
-            compiled.append(re.compile(source))
-        except re.error as exc:
-            raise PluginOptsError(f"security_guard: {field}: bad regex {source!r}: {exc}") from None
+            compiled.append(UserPattern(source))
+        except PatternError as exc:
+            raise PluginOptsError(f"security_guard: {field}: {exc}") from None
     return tuple(compiled)

@@ -1,7 +1,8 @@
 """SkillGuard (CMDC built-in, priority 20): only the tools the active skills allow may run.
 
 Skills come from `skills` (`[{name, allowed_tools}]`) and from the `SKILL.md` files found at
-`session_start` under the workspace directories `skills_dirs`, whose frontmatter names them:
+`session_start` under the workspace directories `skills_dirs` (the plugin's option, else the
+session's `skills_dirs`, else `.flotilla/skills`), whose frontmatter names them:
 
     ---
     name: elixir-testing
@@ -11,12 +12,17 @@ Skills come from `skills` (`[{name, allowed_tools}]`) and from the `SKILL.md` fi
       - grep
     ---
 
-Discovered skills are kept in the plugin state (given ones win on a name clash). `active`
-names the skills in force (default: all). The allowed tools are the union of the active
-skills' lists; an active skill without `allowed_tools` leaves every tool allowed, and so does
-having no active skill. At `before_tool` a tool outside the union is blocked
-(`enforce_mode` "strict", the default) or only reported as a `skill_tool_violation` plugin
-event ("warn").
+Discovery runs once, at `session_start`, on the session's real workspace (a checkpoint's
+files are restored before it), so files the agent writes later cannot widen its own
+allowance. Discovered skills are kept in the plugin state (given ones win on a name clash).
+`active` names the skills in force (default: all); a named skill that was not found allows
+nothing. The allowed tools are the union of the active skills' lists; an active skill
+without `allowed_tools` leaves every tool allowed. At `before_tool` a tool outside the union
+is blocked (`enforce_mode` "strict", the default) or only reported as a
+`skill_tool_violation` plugin event ("warn").
+
+The guard fails closed in strict mode: with no active skill (none given, none found) or
+when its skills could not be read, every tool is blocked, with the reason.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class SkillGuard(Plugin):
     """The active skill names; None: every skill."""
     enforce_mode: str
     skills_dirs: tuple[str, ...]
+    """Given in the options; empty: the session's `skills_dirs`, else DEFAULT_SKILLS_DIRS."""
 
     def configure(self, opts: Mapping[str, Any]) -> None:
         known_keys("skill_guard", opts, _OPTS)
@@ -75,7 +82,7 @@ class SkillGuard(Plugin):
             raise PluginOptsError(
                 f'skill_guard: enforce_mode must be "strict" or "warn", not {mode!r}'
             )
-        dirs = opts.get("skills_dirs", list(DEFAULT_SKILLS_DIRS))
+        dirs = opts.get("skills_dirs", [])
         if not _strings(dirs):
             raise PluginOptsError("skill_guard: skills_dirs must be a list of workspace paths")
         self.skills = skills
@@ -84,16 +91,21 @@ class SkillGuard(Plugin):
         self.skills_dirs = tuple(dirs)
 
     def initial_state(self) -> dict[str, Any]:
-        return {"discovered": []}
+        return {"discovered": [], "unreadable": None}
+
+    def directories(self, ctx: PluginContext) -> tuple[str, ...]:
+        """Where SKILL.md files are discovered for this session."""
+        return self.skills_dirs or ctx.skills_dirs or DEFAULT_SKILLS_DIRS
 
     def allowed_tools(self, state: Mapping[str, Any]) -> frozenset[str] | None:
-        """The union of the active skills' tools; None when every tool is allowed."""
+        """The union of the active skills' tools; None when every tool is allowed (an active
+        skill without a list). Empty when no skill is active: nothing is allowed."""
         given = {s["name"] for s in self.skills}
         found = [s for s in state.get("discovered", []) if s.get("name") not in given]
         active = [
             s for s in (*self.skills, *found) if self.active is None or s["name"] in self.active
         ]
-        if not active or any(s.get("allowed_tools") is None for s in active):
+        if any(s.get("allowed_tools") is None for s in active):
             return None
         return frozenset(t for s in active for t in s["allowed_tools"])
 
@@ -106,7 +118,11 @@ class SkillGuard(Plugin):
         io: PluginIO,
     ) -> Action | None:
         if hook is Hook.SESSION_START:
-            state["discovered"] = await discover_skills(io, self.skills_dirs)
+            directories = self.directories(ctx)
+            try:
+                state["discovered"] = await discover_skills(io, directories)
+            except Exception as exc:  # the workspace could not be read: fail closed below
+                state["discovered"], state["unreadable"] = [], f"{type(exc).__name__}: {exc}"
             return None
         return self.handle(hook, payload, state, ctx)
 
@@ -115,8 +131,9 @@ class SkillGuard(Plugin):
     ) -> Action | None:
         if hook is not Hook.BEFORE_TOOL:
             return None
-        allowed = self.allowed_tools(state)
         tool = canonical_tool_name(str(payload.get("name", "")))
+        unreadable = state.get("unreadable")
+        allowed = frozenset[str]() if unreadable else self.allowed_tools(state)
         if allowed is None or tool in allowed:
             return None
         if self.enforce_mode == "warn":
@@ -124,9 +141,16 @@ class SkillGuard(Plugin):
                 "skill_tool_violation",
                 {"tool": tool, "call_id": payload.get("call_id"), "allowed": sorted(allowed)},
             )
+        if unreadable:
+            return BlockTool(f"the skills could not be read ({unreadable}); no tool may run")
+        if not allowed:
+            return BlockTool(
+                f"tool {tool!r} is not allowed: no active skill was found "
+                f"(skills_dirs: {', '.join(self.directories(ctx))})"
+            )
         return BlockTool(
             f"tool {tool!r} is not allowed by the active skills; allowed: "
-            + (", ".join(sorted(allowed)) or "none")
+            + ", ".join(sorted(allowed))
         )
 
 
@@ -144,7 +168,15 @@ async def discover_skills(io: PluginIO, directories: Sequence[str]) -> list[Skil
             if isinstance(tools, str):  # `allowed-tools: Read, Grep` (Claude's form)
                 tools = [t for t in re.split(r"[,\s]+", tools) if t]
             allowed = [canonical_tool_name(t) for t in tools] if isinstance(tools, list) else None
-            skills.append({"name": name, "allowed_tools": allowed, "path": path})
+            description = meta.get("description")
+            skills.append(
+                {
+                    "name": name,
+                    "description": description if isinstance(description, str) else "",
+                    "allowed_tools": allowed,
+                    "path": path,
+                }
+            )
     return skills
 
 

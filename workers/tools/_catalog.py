@@ -6,7 +6,6 @@ a wrong path stops the worker with a ConfigurationError instead of failing calls
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from jsonschema import exceptions as schema_errors
 from jsonschema import validators
 
+from flotilla._imports import load_object
 from flotilla.errors import ConfigurationError
 from flotilla.settings import Settings
 from workers.tools._base import Tool, ToolSpec
@@ -85,20 +85,7 @@ class ToolCatalog:
 
 def load_tool(path: str) -> Tool:
     """The tool at `package.module:attr`: a Tool instance, or a zero-argument class/factory."""
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise ConfigurationError(f"custom tool {path!r} must look like 'package.module:attr'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"custom tool {path!r}: cannot import {module_name}: {exc}"
-        ) from exc
-    target: Any = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise ConfigurationError(f"custom tool {path!r}: {module_name} has no {attr!r}")
-        target = getattr(target, part)
+    target: Any = load_object(path, what="custom tool")
     if inspect.isclass(target) or not _is_tool(target):
         if not callable(target):
             raise ConfigurationError(f"custom tool {path!r} is neither a tool nor a factory")

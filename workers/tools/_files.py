@@ -10,6 +10,7 @@ import asyncio
 import re
 from typing import Any
 
+from flotilla._patterns import Deadline, PatternError, PatternTooSlow, UserPattern
 from workers.tools._base import ToolContext, ToolResult, ToolSpec
 from workers.tools._workspace import WorkspaceError, normalize
 
@@ -18,6 +19,8 @@ __all__ = ["EditFile", "Glob", "Grep", "ListDir", "ReadFile", "WriteFile"]
 MAX_LISTED = 1_000
 """Most entries `list_dir` and `glob` return; they say so when they stop there."""
 _MAX_LINE = 500
+GREP_TIME_S = 5.0
+"""What one grep may spend matching, all files together (flotilla/_patterns.py says why)."""
 _INTERNAL = ".flotilla/"
 
 
@@ -288,9 +291,9 @@ class Grep:
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         pattern: str = args["pattern"]
         try:
-            regex = re.compile(pattern)
-        except re.error as exc:
-            return ToolResult.error(f"invalid regular expression {pattern!r}: {exc}")
+            regex = UserPattern(pattern)
+        except PatternError as exc:
+            return ToolResult.error(str(exc))
         include: str | None = args.get("include")
         try:
             base = normalize(args.get("path", "."))
@@ -300,13 +303,19 @@ class Grep:
             texts = [(p, await ctx.workspace.read(p)) for p, _ in files]
         except WorkspaceError as exc:
             return _failed(exc)
-        lines, capped = await asyncio.to_thread(
-            _search,
-            texts,
-            regex,
-            args.get("context_lines", 0),
-            args.get("max_results", 100),
-        )
+        try:
+            lines, capped = await asyncio.to_thread(
+                _search,
+                texts,
+                regex,
+                args.get("context_lines", 0),
+                args.get("max_results", 100),
+            )
+        except PatternTooSlow:
+            return ToolResult.error(
+                f"the pattern {pattern!r} took longer than {GREP_TIME_S:g} s (it backtracks "
+                "too much); use a simpler one"
+            )
         if not lines:
             return ToolResult(f"no matches for {pattern!r}")
         if capped:
@@ -331,9 +340,13 @@ def _included(path: str, base: str, include: str) -> bool:
 
 
 def _search(
-    files: list[tuple[str, bytes]], regex: re.Pattern[str], context: int, limit: int
+    files: list[tuple[str, bytes]], regex: UserPattern, context: int, limit: int
 ) -> tuple[list[str], bool]:
-    """Grep-style lines for up to `limit` matching lines; (lines, whether it stopped early)."""
+    """Grep-style lines for up to `limit` matching lines; (lines, whether it stopped early).
+
+    Every search shares one deadline (PatternTooSlow past it); the matching lets other
+    threads, and so the worker's event loop, run meanwhile."""
+    deadline = Deadline(GREP_TIME_S)
     out: list[str] = []
     matches = 0
     for path, data in files:
@@ -341,7 +354,8 @@ def _search(
         if text is None:
             continue
         lines = _lines(text)
-        hits = [i for i, line in enumerate(lines) if regex.search(line)][: limit - matches]
+        hits = [i for i, line in enumerate(lines) if regex.search(line, deadline)]
+        hits = hits[: limit - matches]
         hit_set = set(hits)
         if not hits:
             continue

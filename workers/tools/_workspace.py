@@ -13,6 +13,7 @@ import re
 import shutil
 import stat
 import tempfile
+import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ Kind = Literal["file", "dir"]
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_PATH = 4096
+_HIDDEN = frozenset({"Cf", "Co", "Cs", "Zl", "Zp"})
+"""Unicode categories of characters that do not show as themselves: format (bidi, zero
+width), private use, surrogates, line and paragraph separators."""
 _MAX_NAME = 255
 
 
@@ -82,6 +86,12 @@ def normalize(path: str) -> str:
         raise WorkspaceError("invalid_path", f"path must be a string, not {type(path).__name__}")
     if any(ord(c) < 32 or c == "\x7f" for c in path):
         raise WorkspaceError("invalid_path", f"path {path!r} contains a control character")
+    if any(unicodedata.category(c) in _HIDDEN for c in path):
+        # bidi overrides and zero-width characters make a path read as another one (in an
+        # approval's hint, say): `\u202e../x` shows as something else than it is
+        raise WorkspaceError(
+            "invalid_path", f"path {path!r} contains an invisible or direction-changing character"
+        )
     if "\\" in path:
         raise WorkspaceError("invalid_path", f"path {path!r} contains a backslash; use '/'")
     if _DRIVE.match(path):
@@ -117,7 +127,7 @@ def open_workspace(
     """The workspace of session `sid` on the backend chosen by `settings.workspace_backend`."""
     if settings.workspace_backend == "dir":
         return DirectoryWorkspace(settings=settings, tenant=tenant, sid=sid)
-    return RedisWorkspace(redis=redis, key=keys.workspace(sid), settings=settings)
+    return RedisWorkspace(redis=redis, key=keys.workspace(tenant, sid), settings=settings)
 
 
 # -- Redis -------------------------------------------------------------------------------------

@@ -39,7 +39,14 @@ class MemoryIO:
             p for p in self.files if p.startswith(prefix) and p.rpartition("/")[2] == name
         )
 
-    async def checkpoint(self, label: str, metadata: Mapping[str, Any]) -> str:
+    async def checkpoint(
+        self,
+        label: str,
+        metadata: Mapping[str, Any],
+        *,
+        keep: int | None = None,
+        ttl_s: int | None = None,
+    ) -> str:
         self.checkpoints.append((label, dict(metadata)))
         return f"ck-{len(self.checkpoints)}"
 

@@ -59,10 +59,10 @@ def test_cmdc_retention_options_are_accepted() -> None:
 @pytest.mark.parametrize(
     ("opts", "message"),
     [
-        ({"on_events": ["approval_required"]}, "on_events must name hooks"),
+        ({"on_events": ["approval_required"]}, "event names such as .approval_required. are not"),
         ({"every_n_turns": 0}, "every_n_turns must be an integer >= 1"),
         ({"on_tools": "shell"}, "on_tools must be a list of strings"),
-        ({"backend": "dets"}, "unknown options"),
+        ({"backend": "dets"}, "a per-session backend is not supported"),
     ],
 )
 def test_bad_options_are_refused(opts: dict[str, Any], message: str) -> None:

@@ -32,7 +32,7 @@ class Session:
             Hook.AFTER_RESPONSE,
             {"message": {"role": "assistant", "content": "x"}},
             self.states,
-            dataclasses.replace(ctx, cost_usd=cost),
+            dataclasses.replace(ctx, cost_usd=cost, spent_usd=cost),
             NO_IO,
         )
         return outcome.terminal, [e.emit for e in outcome.emits]
@@ -47,7 +47,11 @@ async def test_reaching_max_usd_aborts(ctx: PluginContext) -> None:
 async def test_before_request_refuses_a_request_past_the_limit(ctx: PluginContext) -> None:
     chain = PluginChain([CostGuard({"max_usd": 1.0})])
     outcome = await chain.run(
-        Hook.BEFORE_REQUEST, {"messages": []}, {}, dataclasses.replace(ctx, cost_usd=1.2), NO_IO
+        Hook.BEFORE_REQUEST,
+        {"messages": []},
+        {},
+        dataclasses.replace(ctx, cost_usd=1.2, spent_usd=1.2),
+        NO_IO,
     )
     assert isinstance(outcome.terminal, Abort)
 

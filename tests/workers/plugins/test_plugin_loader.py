@@ -87,7 +87,7 @@ def test_custom_plugins_register_under_their_name() -> None:
         (f"{HERE}:Unnamed", "sets no `name`"),
         (f"{HERE}:BadState", "failed to start: TypeError"),
         ({"name": "human_approval", "opts": {"default": "maybe"}}, "invalid opts"),
-        ({"name": "security_guard", "opts": {"blocked_commands": ["("]}}, "bad regex"),
+        ({"name": "security_guard", "opts": {"blocked_commands": ["("]}}, "invalid regular"),
         ({"opts": {}}, "name must be a non-empty string"),
         ({"name": "human_approval", "opts": ["tools"]}, "opts must be an object"),
     ],

@@ -102,7 +102,7 @@ async def test_each_turn_is_reviewed_afresh(ctx: PluginContext) -> None:
         ({"max_reviews": 0}, "max_reviews"),
         ({"max_iterations": "3"}, "max_reviews"),
         ({"pass_signal": ""}, "pass_signal"),
-        ({"pass_signal": {"regex": "("}}, "bad regex"),
+        ({"pass_signal": {"regex": "("}}, "invalid regular expression"),
         ({"criteria": "accuracy"}, "criteria"),
         ({"reviewer_subagent": "yes"}, "reviewer_subagent"),
         ({"reviewer": "x"}, "unknown options"),

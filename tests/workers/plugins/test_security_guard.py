@@ -160,3 +160,14 @@ def test_overlong_command_is_blocked_not_parsed(ctx: PluginContext) -> None:
     command = {"command": "echo " + "x" * MAX_SHELL_CHARS}
     blocked = _check(SecurityGuard({}), "shell", command, ctx)
     assert blocked is not None and "too long to inspect" in blocked
+
+
+def test_a_pattern_that_cannot_decide_in_time_blocks_the_call(
+    ctx: PluginContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("workers.plugins._security_guard.PATTERN_TIME_S", 0.05)
+    guard = SecurityGuard({"blocked_commands": ["(a|aa)+$"], "allow_commands": ["(a|aa)+$"]})
+    reason = _check(guard, "shell", {"command": "a" * 40 + "b"}, ctx)
+    assert reason == (
+        "blocked command: could not be checked against blocked command pattern '(a|aa)+$' in time"
+    )

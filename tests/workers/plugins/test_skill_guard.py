@@ -67,7 +67,43 @@ async def test_only_the_active_skills_count() -> None:
 
 async def test_a_skill_without_allowed_tools_leaves_every_tool_allowed() -> None:
     assert (await _tool({"skills": [TESTING, ANYTHING]}, "shell"))[0].terminal is None
-    assert (await _tool({}, "shell"))[0].terminal is None, "no skill at all: unrestricted"
+
+
+async def test_with_no_skill_found_a_strict_guard_blocks_every_tool() -> None:
+    outcome, _ = await _tool({}, "read_file")
+    assert isinstance(outcome.terminal, BlockTool)
+    assert "no active skill was found (skills_dirs: .flotilla/skills)" in outcome.terminal.reason
+    warned, _ = await _tool({"enforce_mode": "warn"}, "read_file")
+    assert warned.terminal is None and warned.emits[0].emit.data["allowed"] == []
+
+
+async def test_an_active_skill_that_was_not_found_allows_nothing() -> None:
+    outcome, _ = await _tool({"skills": [ANYTHING], "active": ["missing"]}, "read_file")
+    assert isinstance(outcome.terminal, BlockTool)
+
+
+class _BrokenIO(MemoryIO):
+    async def find_files(self, directory: str, name: str) -> list[str]:
+        raise ConnectionError("workspace unreachable")
+
+
+async def test_skills_that_cannot_be_read_block_every_tool() -> None:
+    outcome, states = await _tool({"skills": [ANYTHING]}, "read_file", _BrokenIO())
+    assert isinstance(outcome.terminal, BlockTool)
+    assert "could not be read (ConnectionError: workspace unreachable)" in outcome.terminal.reason
+    assert states["skill_guard"]["unreadable"]
+
+
+async def test_the_sessions_skills_dirs_are_searched_when_the_guard_names_none() -> None:
+    io = MemoryIO({"kit/x/SKILL.md": SKILL_MD})
+    ctx = PluginContext(
+        session_id="s1", tenant="acme", turn=1, model="mock:a", skills_dirs=("kit",)
+    )
+    chain = PluginChain([SkillGuard({})])
+    states = chain.initial_states()
+    await chain.run(Hook.SESSION_START, {}, states, ctx, io)
+    payload = {"name": "shell", "call_id": "c1", "args": {}}
+    assert (await chain.run(Hook.BEFORE_TOOL, payload, states, ctx, io)).terminal is None
 
 
 async def test_warn_mode_reports_and_lets_the_call_run() -> None:
@@ -85,6 +121,7 @@ async def test_skill_md_files_are_discovered_at_session_start() -> None:
     assert states["skill_guard"]["discovered"] == [
         {
             "name": "elixir-testing",
+            "description": "Elixir testing best practices",
             "allowed_tools": ["read_file", "shell"],
             "path": ".flotilla/skills/elixir/SKILL.md",
         }

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from flotilla import Settings
 from flotilla.keys import RedisKeys
+from tests.conftest import redis_client as connect_test_redis
 from workers.tools import ToolContext, Workspace, open_workspace
 
 MakeContext = Callable[..., ToolContext]
@@ -20,7 +21,7 @@ OpenWorkspace = Callable[..., Workspace]
 
 @pytest.fixture
 async def redis_client(servers: tuple[str, str]) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(servers[1])
+    client = connect_test_redis(servers[1])
     yield client
     await client.aclose()
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+
+import pytest
 
 from workers.tools import ToolContext, Workspace
 from workers.tools._files import EditFile, Glob, Grep, ListDir, ReadFile, WriteFile
@@ -211,3 +214,33 @@ async def test_grep_without_matches_says_so(workspace: Workspace, make_ctx: Make
     result = await Grep().run({"pattern": "needle"}, make_ctx(workspace))
     assert not result.is_error
     assert result.text == "no matches for 'needle'"
+
+
+async def test_a_pattern_that_backtracks_forever_is_stopped_and_the_worker_goes_on(
+    workspace: Workspace, make_ctx: MakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python's `re` would hold the GIL for hours on this one, freezing every session."""
+    monkeypatch.setattr("workers.tools._files.GREP_TIME_S", 0.5)
+    await workspace.write("a.txt", b"a" * 40 + b"b")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        result = await Grep().run({"pattern": "(a|aa)+$"}, make_ctx(workspace))
+    finally:
+        ticker.cancel()
+    assert result.is_error and "took longer than 0.5 s" in result.text
+    assert ticks >= 10, "the event loop kept running meanwhile"
+
+
+async def test_an_invalid_pattern_is_a_clear_error(
+    workspace: Workspace, make_ctx: MakeContext
+) -> None:
+    result = await Grep().run({"pattern": "(unclosed"}, make_ctx(workspace))
+    assert result.is_error and result.text.startswith("invalid regular expression '(unclosed'")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from workers.tools import ToolContext, Workspace
-from workers.tools._files import Grep, ListDir, ReadFile, WriteFile
+from workers.tools._files import EditFile, Glob, Grep, ListDir, ReadFile, WriteFile
 from workers.tools._shell import Shell
 
 MakeContext = Callable[..., ToolContext]
@@ -130,3 +130,85 @@ async def test_a_redis_key_that_escapes_is_never_materialized_for_shell(
     result = await Shell(max_timeout_s=10).run({"command": "cat ok.txt"}, ctx)
     assert result.text == "fine\n[exit code 0]"
     assert not (tmp_path / "planted").exists()
+
+
+ESCAPING = [
+    "../x",
+    "/etc/passwd",
+    "a/../../x",
+    "./../x",
+    "a/b/../../../x",
+    "..",
+    "a\x00b",
+    "\x00",
+    "C:/x",
+    "a\\..\\..\\x",
+    "x" * 300,
+    "/".join(["d"] * 2100),
+    "\u202e../x",
+    "\u202etxt.exe",
+    "a\u200bb",
+    "\ufeffx",
+]
+"""Paths that leave the workspace or break its rules: refused by every file tool."""
+WEIRD_BUT_INSIDE = ["\uff0e\uff0e/x", "ü/ñ/ï.txt", "a//b", "./a/./b", "con", " ", "~", "..a"]
+"""Odd names that stay inside the workspace: allowed, and kept inside it."""
+
+
+def _calls(path: str) -> dict[str, tuple[Any, dict[str, Any]]]:
+    return {
+        "read_file": (ReadFile(), {"path": path}),
+        "write_file": (WriteFile(), {"path": path, "content": "pwned"}),
+        "edit_file": (EditFile(), {"path": path, "old_string": "a", "new_string": "pwned"}),
+        "list_dir": (ListDir(), {"path": path}),
+        "glob": (Glob(), {"pattern": "*", "path": path}),
+        "grep": (Grep(), {"pattern": "root|pwned", "path": path}),
+    }
+
+
+def _outside(tmp_path: Path) -> dict[str, bytes]:
+    """Every file under the test's directory but the workspaces."""
+    return {k: v for k, v in tree(tmp_path).items() if not k.startswith("data/")}
+
+
+@pytest.mark.parametrize("tool", list(_calls("x")))
+@pytest.mark.parametrize("path", ESCAPING, ids=range(len(ESCAPING)))
+async def test_every_file_tool_refuses_an_escaping_path(
+    workspace: Workspace, make_ctx: MakeContext, tmp_path: Path, tool: str, path: str
+) -> None:
+    await workspace.write("a.txt", b"a")
+    before = _outside(tmp_path)
+    implementation, args = _calls(path)[tool]
+    result = await implementation.run(args, make_ctx(workspace))
+    assert result.is_error, result.text
+    reasons = ("leaves", "absolute", "control", "drive", "backslash", "longer than", "invisible")
+    assert any(reason in result.text for reason in reasons), result.text
+    assert "pwned" not in result.text and "root:" not in result.text
+    assert _outside(tmp_path) == before
+    assert await workspace.snapshot() == {"a.txt": b"a"}
+
+
+@pytest.mark.parametrize("path", WEIRD_BUT_INSIDE, ids=range(len(WEIRD_BUT_INSIDE)))
+async def test_odd_names_stay_inside_the_workspace(
+    workspace: Workspace, make_ctx: MakeContext, tmp_path: Path, path: str
+) -> None:
+    before = _outside(tmp_path)
+    result = await WriteFile().run({"path": path, "content": "ok"}, make_ctx(workspace))
+    assert not result.is_error, result.text
+    assert list((await workspace.snapshot()).values()) == [b"ok"]
+    assert _outside(tmp_path) == before
+    read = await ReadFile().run({"path": path}, make_ctx(workspace))
+    assert read.text.startswith("ok")
+
+
+async def test_glob_and_grep_patterns_do_not_reach_outside(
+    escape: tuple[Workspace, Path], make_ctx: MakeContext
+) -> None:
+    workspace, _ = escape
+    await workspace.write("mine.txt", b"mine")
+    ctx = make_ctx(workspace)
+    for pattern in ("../*", "../**/*", "/etc/*", "**/../../*", "dirlink/*"):
+        result = await Glob().run({"pattern": pattern}, ctx)
+        assert "secret" not in result.text, (pattern, result.text)
+    found = await Grep().run({"pattern": "top se.ret", "include": "*"}, ctx)
+    assert found.text == "no matches for 'top se.ret'"

@@ -1,0 +1,1 @@
+"""`python -m ops.chaos`: a chaos campaign against a private fleet on loopback."""
