@@ -55,6 +55,9 @@ class Written:
     version: int
     state: bytes
     history: list[dict[str, Any]]
+    """The actor's history list itself, not a copy: messages are only appended to it (the
+    first `history_len` are the ones written); a rewrite replaces the list."""
+    history_len: int
 
 
 class _Failed:
@@ -316,7 +319,7 @@ class SessionActor:
         self.state = SessionState.model_validate_json(written.state)
         self.version = stored_version
         self._timeout_at = None  # the schedule entry went back with the rest: write it
-        self.replace_history(written.history)
+        self.replace_history(written.history[: written.history_len])
         await self.save()
 
     def attach_plugins(self) -> None:
@@ -390,6 +393,8 @@ class SessionActor:
             after = state.options.hibernate_after_ms or self._ctx.settings.hibernate_after_ms
             timeout_at = _earliest_timeout(state)
             data = state.model_dump_json().encode()
+            # what this save writes; messages appended meanwhile are the next save's
+            wrote = (data, self.history, state.history_len)
             write = asyncio.ensure_future(
                 self._ctx.store.save(
                     self.sid,
@@ -412,13 +417,13 @@ class SessionActor:
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     self.version = await write
-                    self._written(timeout_at, data)
+                    self._written(timeout_at, Written(self.epoch, self.version, *wrote))
                 raise
-            self._written(timeout_at, data)
+            self._written(timeout_at, Written(self.epoch, self.version, *wrote))
 
-    def _written(self, timeout_at: int | None, data: bytes) -> None:
+    def _written(self, timeout_at: int | None, written: Written) -> None:
         self._timeout_at = timeout_at
-        self.written = Written(self.epoch, self.version, data, list(self.history))
+        self.written = written
 
     async def emit(
         self,

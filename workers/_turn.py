@@ -133,6 +133,7 @@ class TurnRunner:
 
     async def _run(self, resumed: bool) -> None:
         actor = self._actor
+        carry_on = False
         try:
             state = actor.state
             assert state is not None
@@ -166,9 +167,14 @@ class TurnRunner:
             # the turn with an error instead: resuming would meet it again, forever.
             if isinstance(exc, (*RETRIED, Fenced, Conflict)) or not await self._end_on_bug(exc):
                 actor.fail(exc)
+            else:  # prompts queued while the turn ended still run, as after any turn
+                carry_on = True
         finally:
             if actor.turn is self:
                 actor.turn_stopped()
+                state = actor.state
+                if carry_on and state is not None and state.prompt_queue:
+                    actor.start_turn()
 
     async def _end_on_bug(self, exc: Exception) -> bool:
         """End the turn with `agent_end{reason:"error"}` (code `internal_error`, no detail for
@@ -248,7 +254,10 @@ class TurnRunner:
         hooks = actor.hooks
         hooks.io.request_options.clear()  # plugins set them anew for each request
         before = await hooks.run(
-            Hook.BEFORE_REQUEST, {"messages": list(actor.history)}, request_id=rid
+            Hook.BEFORE_REQUEST,
+            # the copy of a long history only when a plugin will read it
+            {"messages": list(actor.history) if not hooks.empty() else []},
+            request_id=rid,
         )
         if isinstance(before.terminal, Abort):
             await self._end_aborted(f"plugin: {before.terminal.reason}")

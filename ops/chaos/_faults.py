@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 
+import nats.errors
 from nats.js import JetStreamContext
 
 from flotilla import Fleet
@@ -156,8 +157,23 @@ class FaultInjector:
         self.fleet.nats.nodes[index].process.kill()
         await asyncio.sleep(3.0)
         await asyncio.to_thread(self.fleet.nats.restart, index)
-        detail = f"{info.cluster.leader} (leader of the command stream) killed, restarted"
+        led = await self._until(self._every_stream_led, 30.0)
+        detail = (
+            f"{info.cluster.leader} (leader of the command stream) killed, restarted "
+            f"(every stream and bucket led again after {time.monotonic() - start:.1f} s: {led})"
+        )
         return self._window("nats_cmd_leader_sigkill", start, detail)
+
+    async def _every_stream_led(self) -> bool:
+        """Every stream and KV bucket has a leader again: the node kill's elections are
+        over. Until then the fault is not repaired: heartbeats and placements written to a
+        bucket led from the killed node fail, and a worker killed meanwhile cannot be
+        replaced sooner, so its turns' wait is the node kill's."""
+        try:
+            streams = await self.js.streams_info()
+        except (nats.errors.Error, TimeoutError):  # an election under way: no answer yet
+            return False
+        return all(s.cluster is not None and s.cluster.leader for s in streams)
 
     async def redis_master_kill(self) -> FaultWindow | None:
         """Sentinel mode: SIGKILL the master, restart it (as a replica) after the failover."""
@@ -183,7 +199,8 @@ class FaultInjector:
 
     async def redis_outage(self, seconds: float = 10.0) -> FaultWindow:
         """Redis unreachable for `seconds`: every data server SIGSTOPped (Sentinel and
-        Cluster modes: connections hang, nothing fails over, nothing is lost), or the single
+        Cluster modes: connections hang; Sentinels, still running, may be mid-failover when
+        the servers wake and promote a replica that lacks the last writes), or the single
         server stopped and started again on its port from its AOF."""
         start = time.monotonic()
         if self.fleet.redis_single is not None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import orjson
 import pytest
 
 from flotilla import CommandError, Fleet
 from tests.conftest import Harness
+from workers._turn import TurnRunner
 
 
 @pytest.mark.parametrize(
@@ -190,5 +194,35 @@ async def test_a_turn_that_meets_a_bug_ends_with_an_error_and_the_session_goes_o
         await session.collect_reply(timeout=5)
     assert failed.value.code == "internal_error"
     monkeypatch.undo()
+    await session.prompt("again")
+    assert await session.collect_reply(timeout=5) == "echo: again"
+
+
+async def test_a_prompt_sent_while_a_turn_ends_on_a_bug_runs_after_it(
+    fleet: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prompt arrives while the broken turn is still being ended, so it is queued: the
+    runner takes it, as it takes the queue after any turn, instead of leaving it waiting."""
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    finish = TurnRunner._finish
+
+    async def slow_finish(self: TurnRunner, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.5)  # "again" is queued meanwhile
+        return await finish(self, *args, **kwargs)
+
+    assert fleet.fleet is not None
+    steps = [{"tool_calls": [{"name": "read_file", "arguments": {"path": "a"}}]}]
+    session = await fleet.fleet.create_agent(
+        model="mock:script", tools=["read_file"], provider_opts={"script": steps}
+    )
+    monkeypatch.setattr(TurnRunner, "_detect_loop", broken)
+    monkeypatch.setattr(TurnRunner, "_finish", slow_finish)
+    await session.prompt("go")
+    with pytest.raises(CommandError):
+        await session.collect_reply(timeout=5)
+    monkeypatch.setattr(TurnRunner, "_detect_loop", lambda *args, **kwargs: asyncio.sleep(0))
     await session.prompt("again")
     assert await session.collect_reply(timeout=5) == "echo: again"
