@@ -152,47 +152,67 @@ def by_phase(
     return {phase: percentiles(values) for phase, values in grouped.items()}
 
 
+COMPOUND = "compound"
+"""The row of turns whose life overlapped faults of two kinds or more."""
+
+
 def worst_waits(
     turns: list[Turn], ends: dict[str, list[End]], windows: list[FaultWindow]
 ) -> dict[str, dict[str, Any]]:
     """Per fault kind: how often it was injected, and the p99 and longest wait of the turns
     it hit.
 
-    A turn is charged to the first window its life (publish to end) overlaps: faults come
-    back to back, and a turn held up by one would otherwise be charged to every later one.
-    A turn that never ended is not a wait: it is counted as lost.
+    A turn whose life (publish to end) overlaps windows of one kind only is charged to that
+    kind; one that overlaps two kinds or more (a worker killed during a Redis outage or a
+    NATS election) is charged to the `compound` row, whose details count each combination:
+    a fault's own figures are then what that fault costs. A turn that never ended is not a
+    wait: it is counted as lost.
     """
     latency = latencies(turns, ends)
     ordered = sorted(windows, key=lambda w: w.start)
     out: dict[str, dict[str, Any]] = {}
     for window in ordered:
-        entry = out.setdefault(
-            window.kind,
-            {
-                "injected": 0,
-                "turns_hit": 0,
-                "p99_wait_ms": None,
-                "worst_wait_ms": None,
-                "details": [],
-            },
-        )
+        entry = out.setdefault(window.kind, _wait_entry())
         entry["injected"] += 1
         entry["details"].append(window.detail)
-    waits: dict[str, list[float]] = {kind: [] for kind in out}
+    waits: dict[str, list[float]] = defaultdict(list)
+    combinations: dict[str, list[float]] = defaultdict(list)
     for turn in turns:
         if turn.command_id not in latency:
             continue
         ended_at = turn.published_at + latency[turn.command_id] / 1000
-        hit = next((w for w in ordered if turn.published_at <= w.end and ended_at >= w.start), None)
-        if hit is not None:
-            entry = out[hit.kind]
-            entry["turns_hit"] += 1
-            wait = round(latency[turn.command_id], 1)
-            entry["worst_wait_ms"] = max(entry["worst_wait_ms"] or 0.0, wait)
-            waits[hit.kind].append(latency[turn.command_id])
+        kinds = sorted(
+            {w.kind for w in ordered if turn.published_at <= w.end and ended_at >= w.start}
+        )
+        if not kinds:
+            continue
+        kind = kinds[0] if len(kinds) == 1 else COMPOUND
+        if kind == COMPOUND:
+            combinations[" + ".join(kinds)].append(latency[turn.command_id])
+        entry = out.setdefault(kind, _wait_entry())
+        entry["turns_hit"] += 1
+        wait = round(latency[turn.command_id], 1)
+        entry["worst_wait_ms"] = max(entry["worst_wait_ms"] or 0.0, wait)
+        waits[kind].append(latency[turn.command_id])
     for kind, values in waits.items():
         out[kind]["p99_wait_ms"] = percentiles(values)["p99_ms"]
+    if COMPOUND in out:
+        out[COMPOUND]["details"] = [
+            f"{len(values)} turns: {combo}, p99 {stats['p99_ms']} ms, max {stats['max_ms']} ms"
+            for combo, values in combinations.items()
+            if (stats := percentiles(values))
+        ]
     return out
+
+
+def _wait_entry() -> dict[str, Any]:
+    return {
+        "injected": 0,
+        "turns_hit": 0,
+        "p99_wait_ms": None,
+        "worst_wait_ms": None,
+        "details": [],
+    }
 
 
 def slowest(
@@ -271,10 +291,13 @@ def render(data: dict[str, Any]) -> str:
         f"{'worst wait ms':>14}",
     ]
     for kind, entry in data["faults"].items():
+        injected = "-" if kind == COMPOUND else entry["injected"]
         lines.append(
-            f"  {kind:<30} {entry['injected']:>8} {entry['turns_hit']:>9} "
+            f"  {kind:<30} {injected:>8} {entry['turns_hit']:>9} "
             f"{_ms(entry.get('p99_wait_ms')):>12} {_ms(entry['worst_wait_ms']):>14}"
         )
+    for combination in data["faults"].get(COMPOUND, {}).get("details", []):
+        lines.append(f"  compound: {combination}")
     for turn in data.get("slowest", []):
         lines.append(
             f"  slow: {turn['command_id']} ({turn['sid']}) published at "

@@ -88,6 +88,33 @@ def test_latency_is_split_by_phase_and_the_worst_wait_by_fault() -> None:
     assert faults["worker_sigkill"]["p99_wait_ms"] == 4500.0
 
 
+def test_a_turn_hit_by_faults_of_two_kinds_is_charged_to_neither_but_to_compound() -> None:
+    turns = _turns("a", 3)  # published at 0, 1, 2
+    ends = _ends(turns, latency=0.5)
+    ends["a-c2"] = [End("a-c2", "agent_end", 2.0 + 9.0, 3, "echo: a-2")]
+    windows = [
+        FaultWindow("worker_sigkill", 0.2, 1.2, "w1"),
+        FaultWindow("worker_sigkill", 1.3, 1.4, "w2"),
+        FaultWindow("redis_outage_10s", 3.0, 10.0, "all"),
+    ]
+    faults = worst_waits(turns, ends, windows)
+    # a-c0 (0.0-0.5) and a-c1 (1.0-1.5, two kills of one kind) are the kills' own
+    assert faults["worker_sigkill"]["turns_hit"] == 2
+    assert faults["worker_sigkill"]["worst_wait_ms"] == 500.0
+    assert faults["redis_outage_10s"]["worst_wait_ms"] == 9000.0  # a-c2: after the kills
+    assert "compound" not in faults
+    ends["a-c1"] = [End("a-c1", "agent_end", 1.0 + 9.0, 2, "echo: a-1")]
+    faults = worst_waits(turns, ends, windows)
+    assert faults["compound"]["turns_hit"] == 1
+    assert faults["compound"]["worst_wait_ms"] == 9000.0
+    assert faults["compound"]["details"] == [
+        "1 turns: redis_outage_10s + worker_sigkill, p99 9000.0 ms, max 9000.0 ms"
+    ]
+    assert faults["worker_sigkill"]["worst_wait_ms"] == 500.0
+    data = {"clean": True, "counts": {}, "latency": {}, "faults": faults, "wall_s": 1.0}
+    assert "compound: 1 turns: redis_outage_10s + worker_sigkill, p99" in render(data)
+
+
 def test_the_report_carries_counts_evidence_latency_and_faults() -> None:
     turns = _turns("a", 2)
     ends = _ends(turns)
