@@ -16,8 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flotilla.settings import GatewaySettings, Settings
 from gateway import _metrics, _providers, _sessions, _streams
-from gateway._core import Caller, Gateway, gateway_of
+from gateway._dependencies import Caller
 from gateway._errors import documented, error_response, install_error_handlers
+from gateway._resources import Gateway, gateway_of
 from schemas import HealthMeter, HealthSessions, HealthView, UsageView
 
 __all__ = ["VERSION", "create_app"]

@@ -12,8 +12,9 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from flotilla import FlotillaError
-from gateway._core import Admin, gateway_of
+from gateway._dependencies import Admin
 from gateway._errors import ApiError, describe, documented
+from gateway._resources import gateway_of
 from schemas import Budget, GatewayModel, ProviderProfile
 
 __all__ = ["router"]

@@ -19,9 +19,10 @@ from flotilla import CommandError, ReplyTimeout, UnavailableError
 from flotilla.outbound import OutboundRefused, check_url
 from gateway import _metrics
 from gateway._auth import Principal
-from gateway._core import Caller, Gateway, gateway_of
+from gateway._dependencies import Caller
 from gateway._directory import DirectoryEntry
 from gateway._errors import ApiError, describe, documented, not_found
+from gateway._resources import Gateway, gateway_of
 from gateway._views import gateway_state, iso_ms
 from schemas import (
     AbortRequest,

@@ -21,7 +21,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway import _metrics
 from gateway._auth import Principal
-from gateway._core import Caller, Gateway, admit, gateway_of, presented_key
+from gateway._dependencies import Caller, admit, presented_key
 from gateway._errors import (
     UNREACHABLE,
     ApiError,
@@ -31,6 +31,7 @@ from gateway._errors import (
     unavailable,
 )
 from gateway._external import to_external, ws_message
+from gateway._resources import Gateway, gateway_of
 from gateway._sessions import (
     do_abort,
     do_approve,

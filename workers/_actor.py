@@ -22,8 +22,8 @@ from workers import _metrics, _ops
 from workers._context import DeadLetterRequest, WorkerContext
 from workers._delivery import Delivery
 from workers._events import now_ms
-from workers._hooks import SessionHooks
 from workers._parse import command_id_of, parse_command
+from workers._plugin_host import SessionHooks
 from workers._prompting import system_prompt
 from workers._timers import ApprovalTimers
 from workers._turn import TurnRunner

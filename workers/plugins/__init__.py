@@ -31,6 +31,7 @@ from workers.plugins._base import (
     SwitchModel,
     Terminal,
 )
+from workers.plugins._catalog import BUILTIN_PLUGINS
 from workers.plugins._chain import ChainOutcome, Emitted, Incident, PluginChain
 from workers.plugins._content_policy import ContentPolicy
 from workers.plugins._cost_guard import CostGuard
@@ -38,7 +39,6 @@ from workers.plugins._event_logger import EventLogger
 from workers.plugins._human_approval import HumanApproval, describe_call
 from workers.plugins._large_result_offload import LargeResultOffload
 from workers.plugins._loader import (
-    BUILTIN_PLUGINS,
     PluginLoadError,
     PluginSpecLike,
     load_plugins,

@@ -15,12 +15,7 @@ import orjson
 from flotilla._imports import load_object
 from flotilla.errors import ConfigurationError
 from workers.plugins._base import Plugin, PluginOptsError
-from workers.plugins._catalog_a import PLUGINS_A
-from workers.plugins._catalog_b import PLUGINS_B
-from workers.plugins._human_approval import HumanApproval
-from workers.plugins._security_guard import SecurityGuard
-
-BUILTIN_PLUGINS: tuple[type[Plugin], ...] = (SecurityGuard, HumanApproval, *PLUGINS_A, *PLUGINS_B)
+from workers.plugins._catalog import BUILTIN_PLUGINS
 
 
 class PluginLoadError(ValueError):

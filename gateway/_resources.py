@@ -1,4 +1,4 @@
-"""The gateway's resources and the dependencies every route uses (who calls, and its rate).
+"""The gateway's resources: the connections and stores every route uses.
 
 Everything a request needs lives in NATS (commands, events, the registry) and Redis (session
 state, the directory, rate-limit buckets, the meter), so any number of replicas can serve
@@ -11,14 +11,12 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Annotated
 
 import nats.errors
 import redis.asyncio as aioredis
-from fastapi import Depends, Request
+from fastapi import Request
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from starlette.datastructures import Headers
 
 from flotilla import Fleet
 from flotilla._connect import connect_nats, connect_redis
@@ -26,8 +24,7 @@ from flotilla._crypto import FleetCipher
 from flotilla._provision import provision
 from flotilla.registry import ProviderRegistryCopy
 from flotilla.settings import GatewaySettings, Settings
-from gateway import _metrics
-from gateway._auth import KeyTable, Principal
+from gateway._auth import KeyTable
 from gateway._directory import DirectoryEntry, SessionDirectory
 from gateway._errors import ApiError
 from gateway._limits import Meter, RateLimiter, usage_handler
@@ -38,7 +35,7 @@ from schemas import Event
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Admin", "Caller", "Gateway", "admit", "gateway_of", "presented_key"]
+__all__ = ["Gateway", "gateway_of"]
 
 
 @dataclass
@@ -199,49 +196,3 @@ class Gateway:
 def gateway_of(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
-
-
-def presented_key(headers: Headers) -> str | None:
-    """The key of `X-API-Key`, else of `Authorization: Bearer`."""
-    key = headers.get("x-api-key")
-    if key:
-        return key
-    auth = headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return None
-
-
-async def authenticate(request: Request) -> Principal:
-    """The caller's principal, after the shared rate limit admitted the request."""
-    gateway = gateway_of(request)
-    principal = gateway.keys.authenticate(presented_key(request.headers))
-    if principal is None:
-        _metrics.AUTH_FAILURES.inc()
-        raise ApiError(401, "a valid API key is required (X-API-Key or Authorization: Bearer)")
-    await admit(gateway, principal)
-    return principal
-
-
-async def admit(gateway: Gateway, principal: Principal) -> None:
-    """Take a token from the key's bucket, shared by every replica, and count the request in
-    its meter; 429 with `Retry-After` when the bucket is empty. HTTP requests, WebSocket
-    connects and WebSocket actions each take one."""
-    retry_after = await gateway.limiter.admit(principal.key_id)
-    if retry_after is not None:
-        raise ApiError(
-            429,
-            f"rate limit of {gateway.config.rate_limit_rpm} requests per minute reached",
-            headers={"Retry-After": str(max(1, int(retry_after + 0.999)))},
-        )
-
-
-async def authenticate_admin(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-    if not principal.admin:
-        raise ApiError(403, "an admin key is required")
-    return principal
-
-
-Caller = Annotated[Principal, Depends(authenticate)]
-Admin = Annotated[Principal, Depends(authenticate_admin)]
