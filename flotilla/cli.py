@@ -187,7 +187,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return 0
     if command == "gateway":
         configure_logging()
-        from gateway._serve import serve
+        from gateway import serve
 
         serve(_settings(args), GatewaySettings.from_env(port=args.port, host=args.host))
         return 0

@@ -5,5 +5,6 @@
 """
 
 from gateway._app import create_app
+from gateway._serve import serve
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "serve"]

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from flotilla._connect import REDIS_UNREACHABLE
+from flotilla.runtime import REDIS_UNREACHABLE
 from schemas import ErrorBody, describe_errors
 
 __all__ = [

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Histogram
 
-from flotilla._connect import REDIS_UNREACHABLE
+from flotilla.runtime import REDIS_UNREACHABLE
 from schemas import Event, Usage
 
 __all__ = ["Meter", "RateLimiter", "usage_handler"]

@@ -19,10 +19,8 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from flotilla import Fleet
-from flotilla._connect import connect_nats, connect_redis
-from flotilla._crypto import FleetCipher
-from flotilla._provision import provision
 from flotilla.registry import ProviderRegistryCopy
+from flotilla.runtime import FleetCipher, connect_nats, connect_redis, provision
 from flotilla.settings import GatewaySettings, Settings
 from gateway._auth import KeyTable
 from gateway._directory import DirectoryEntry, SessionDirectory

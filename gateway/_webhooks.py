@@ -27,7 +27,6 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
-from flotilla._provision import ensure_stream, hook_stream_config
 from flotilla.outbound import (
     SIGNATURE_HEADER,
     OutboundError,
@@ -37,6 +36,7 @@ from flotilla.outbound import (
     sign_body,
     tenant_secret,
 )
+from flotilla.runtime import ensure_stream, hook_stream_config
 from gateway._external import to_external
 from schemas import Event, Subjects
 

@@ -18,11 +18,15 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
-from flotilla._connect import REDIS_ERRORS
-from flotilla._crypto import FleetCipher, plain_secrets, seal_opts
-from flotilla._registry_client import REQUIRE_SEALED
-from flotilla._registry_store import RegistryStore
 from flotilla.audit import AuditPublisher, registry_change
+from flotilla.runtime import (
+    REDIS_ERRORS,
+    REQUIRE_SEALED,
+    FleetCipher,
+    RegistryStore,
+    plain_secrets,
+    seal_opts,
+)
 from router import _metrics
 from schemas import (
     REGISTRY_VERBS,

@@ -23,14 +23,19 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequen
 from nats.js.kv import KeyValue
 from prometheus_client import start_http_server
 
-from flotilla._connect import connect_nats, connect_redis
-from flotilla._crypto import FleetCipher
-from flotilla._provision import ensure_bucket, provision
-from flotilla._publish import publish_retrying
-from flotilla._service import patiently, watch_kv
 from flotilla.audit import AuditPublisher
 from flotilla.keys import RedisKeys, parse_member
 from flotilla.placement import SHARD_KEY, Assignment, Heartbeat, parse_key
+from flotilla.runtime import (
+    FleetCipher,
+    connect_nats,
+    connect_redis,
+    ensure_bucket,
+    patiently,
+    provision,
+    publish_retrying,
+    watch_kv,
+)
 from flotilla.settings import Settings
 from router import _metrics
 from router._placement import place_shards

@@ -31,10 +31,9 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from flotilla import Fleet, Session, Settings
-from flotilla._connect import connect_nats, connect_redis
-from flotilla._up import spawn_component
 from flotilla.embedded import start_nats, start_redis, start_redis_cluster
 from flotilla.keys import RedisKeys, session_member
+from flotilla.runtime import connect_nats, connect_redis, spawn_component
 from router import Router
 from schemas import Event
 from workers import Worker

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
-from flotilla._connect import REDIS_ERRORS
+from flotilla.runtime import REDIS_ERRORS
 from schemas import Budget
 from workers.errors import StoreUnavailable
 

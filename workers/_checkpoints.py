@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from flotilla._connect import REDIS_ERRORS
+from flotilla.runtime import REDIS_ERRORS
 from schemas import Checkpoint, is_secret_opt
 from workers import _audit, _metrics
 from workers._delivery import Delivery

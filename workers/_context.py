@@ -6,9 +6,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flotilla._crypto import FleetCipher, SecretError
-from flotilla._session_secrets import open_secrets
 from flotilla.audit import AuditPublisher
+from flotilla.runtime import FleetCipher, SecretError, open_secrets
 from flotilla.settings import Settings
 from workers._events import EventPublisher
 from workers._llm import LLM, LLMError

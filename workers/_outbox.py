@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from nats.js import JetStreamContext
 
-from flotilla._publish import publish_retrying
+from flotilla.runtime import publish_retrying
 from schemas import Subjects
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import orjson
 from pydantic import ValidationError
 
-from flotilla._crypto import FleetCipher
-from flotilla._session_secrets import SEALED_OPS, seal_command
+from flotilla.runtime import SEALED_OPS, FleetCipher, seal_command
 from schemas import (
     COMMAND_ADAPTER,
     MAX_DEPTH,

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from flotilla._imports import load_object
 from flotilla.errors import ConfigurationError
 from flotilla.outbound import OutboundError, OutboundRefused, check_url
+from flotilla.runtime import load_object
 from schemas import Create, ParentLink, SessionOptions, SessionState, canonical_tool_name
 from workers import _audit, _metrics, _subagents
 from workers._checkpoints import load_checkpoint

@@ -16,8 +16,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from flotilla._connect import REDIS_ERRORS
 from flotilla.keys import RedisKeys, parse_member, session_member
+from flotilla.runtime import REDIS_ERRORS
 from workers import _metrics, _scripts
 from workers.errors import Conflict, Fenced, StoreUnavailable
 

@@ -23,15 +23,20 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequen
 from nats.js.kv import KeyValue
 from prometheus_client import start_http_server
 
-from flotilla._connect import connect_nats, connect_redis
-from flotilla._crypto import FleetCipher
-from flotilla._provision import ensure_bucket, provision
-from flotilla._publish import publish_retrying
-from flotilla._service import patiently, watch_kv
 from flotilla.audit import AuditPublisher
 from flotilla.errors import ConfigurationError
 from flotilla.placement import RELEASED_KEY, SHARD_KEY, Assignment, Heartbeat, parse_key
 from flotilla.registry import ProviderRegistryCopy, build_resolver
+from flotilla.runtime import (
+    FleetCipher,
+    connect_nats,
+    connect_redis,
+    ensure_bucket,
+    patiently,
+    provision,
+    publish_retrying,
+    watch_kv,
+)
 from flotilla.settings import Settings
 from workers import _metrics
 from workers._actor import RESUME, SessionActor, Written

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import nats.errors
 
-from flotilla._connect import REDIS_ERRORS
+from flotilla.runtime import REDIS_ERRORS
 
 
 class WorkerError(Exception):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flotilla._service import run_async
+from flotilla.runtime import run_async
 
 
 def main(argv: list[str] | None = None) -> None:

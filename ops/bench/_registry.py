@@ -24,10 +24,8 @@ from typing import Any
 import nats
 import orjson
 
-from flotilla._connect import connect_redis
-from flotilla._crypto import FleetCipher
-from flotilla._service import run_async
 from flotilla.registry import ProviderRegistryCopy, RegistryClient, ResolverCache
+from flotilla.runtime import FleetCipher, connect_redis, run_async
 from flotilla.settings import Settings
 from ops.bench._stack import BenchStack
 from schemas import ProviderProfile

@@ -16,7 +16,6 @@ import httpx
 import nats.errors
 
 from flotilla import Fleet
-from flotilla._up import spawn_component
 from flotilla.embedded import (
     EmbeddedServer,
     free_port,
@@ -24,6 +23,7 @@ from flotilla.embedded import (
     start_nats_cluster,
     start_redis,
 )
+from flotilla.runtime import spawn_component
 from flotilla.settings import GatewaySettings, Settings
 
 

@@ -22,7 +22,7 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from flotilla._sdk import Fleet
+from flotilla import Fleet
 from ops.bench._stack import BenchStack
 from schemas import Subjects
 

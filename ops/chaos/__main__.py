@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from flotilla._service import run_async
+from flotilla.runtime import run_async
 from ops.chaos._campaign import CampaignOptions, run_campaign
 from ops.chaos._fleet import REDIS_MODES
 

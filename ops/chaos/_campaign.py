@@ -18,9 +18,8 @@ import orjson
 from nats.aio.client import Client as NATS
 
 from flotilla import Fleet
-from flotilla._connect import connect_redis
-from flotilla._provision import wait_for_jetstream
 from flotilla.keys import RedisKeys
+from flotilla.runtime import connect_redis, wait_for_jetstream
 from ops.chaos._faults import FaultInjector
 from ops.chaos._fleet import ChaosFleet
 from ops.chaos._load import TENANT, LoadClient, PublishFailed

@@ -11,7 +11,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flotilla._up import spawn_component
 from flotilla.embedded import (
     EmbeddedCluster,
     EmbeddedRedisCluster,
@@ -22,6 +21,7 @@ from flotilla.embedded import (
     start_redis_cluster,
     start_redis_sentinels,
 )
+from flotilla.runtime import spawn_component
 from flotilla.settings import Settings
 
 REDIS_MODES = ("sentinel", "cluster", "single")

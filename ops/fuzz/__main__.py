@@ -13,7 +13,7 @@ import time
 import orjson
 
 from flotilla import Fleet
-from flotilla._service import run_async
+from flotilla.runtime import run_async
 from ops.bench._stack import BenchStack
 from ops.fuzz._commands import FuzzTarget, run_commands
 from ops.fuzz._http import run_http

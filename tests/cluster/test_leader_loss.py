@@ -16,9 +16,8 @@ import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from flotilla import Fleet, Settings
-from flotilla._connect import connect_nats
-from flotilla._provision import wait_for_jetstream
 from flotilla.embedded import EmbeddedCluster, start_nats_cluster
+from flotilla.runtime import connect_nats, wait_for_jetstream
 from schemas import Event
 from tests.conftest import (
     Harness,

@@ -19,10 +19,9 @@ import nats.errors
 import pytest
 
 from flotilla import Fleet, Settings
-from flotilla._connect import connect_nats
-from flotilla._provision import provision, stream_configs, wait_for_jetstream
 from flotilla.embedded import EmbeddedCluster, start_nats_cluster
 from flotilla.errors import ConfigurationError
+from flotilla.runtime import connect_nats, provision, stream_configs, wait_for_jetstream
 from tests.conftest import Harness, eventually
 from tests.conftest import test_settings as fleet_settings
 

@@ -17,10 +17,10 @@ import redis
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from flotilla._connect import connect_redis
 from flotilla.embedded import EmbeddedSentinels, start_redis_sentinels
 from flotilla.errors import ReplyTimeout
 from flotilla.keys import RedisKeys
+from flotilla.runtime import connect_redis
 from tests.conftest import Harness, count_ends, eventually
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from examples import audit_sink, support_agent, tenant_profiles, vault_resolver
-from flotilla._crypto import FleetCipher
 from flotilla.registry import RegistryClient
+from flotilla.runtime import FleetCipher
 from schemas import Event, ProviderProfile
 from tests.conftest import Harness
 from tests.registry.conftest import new_fleet_key

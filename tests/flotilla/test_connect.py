@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from flotilla._connect import connect_redis
+from flotilla.runtime import connect_redis
 from tests.conftest import REDIS_CLUSTER
 from tests.conftest import test_settings as settings_for
 

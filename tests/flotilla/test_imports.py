@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flotilla._imports import load_object
 from flotilla.errors import ConfigurationError
+from flotilla.runtime import load_object
 
 NESTED = type("NESTED", (), {"inner": 42})
 

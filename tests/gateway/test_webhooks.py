@@ -24,7 +24,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from flotilla import CommandError, Session
-from flotilla._connect import connect_nats
+from flotilla.runtime import connect_nats
 from gateway._webhooks import WebhookDeliverer
 from schemas import SessionOptions
 from tests.conftest import Harness, eventually

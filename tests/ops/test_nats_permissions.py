@@ -16,8 +16,8 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from flotilla import Fleet, Settings
-from flotilla._connect import connect_nats
 from flotilla.embedded import EmbeddedServer, start_nats
+from flotilla.runtime import connect_nats
 from tests.conftest import REDIS_CLUSTER, Harness, eventually
 
 CONFIG = Path(__file__).parents[2] / "ops" / "nats" / "tenant-permissions.conf"

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from flotilla._crypto import FleetCipher
-from flotilla._registry_store import RegistryStore
 from flotilla.registry import ProviderRegistryCopy, RegistryClient, ReloadCause
+from flotilla.runtime import FleetCipher, RegistryStore
 from tests.conftest import Harness
 
 

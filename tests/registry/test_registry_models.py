@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from flotilla import Fleet, Session
-from flotilla._crypto import FleetCipher
 from flotilla.registry import RegistryClient
+from flotilla.runtime import FleetCipher
 from schemas import Budget, ProviderProfile
 from tests.conftest import Harness
 from tests.engine_helpers import of_type, until_end

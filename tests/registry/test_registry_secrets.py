@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from prometheus_client import generate_latest
 
 from flotilla import Settings
-from flotilla._crypto import FleetCipher, SecretError, open_opts, seal_opts
+from flotilla.runtime import FleetCipher, SecretError, open_opts, seal_opts
 from schemas import ProviderProfile
 from tests.conftest import Harness, eventually
 from tests.registry.conftest import client_of, new_fleet_key, store_of

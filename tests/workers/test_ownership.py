@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from flotilla._provision import ensure_bucket, provision
 from flotilla.placement import RELEASED_KEY, SHARD_KEY, Assignment, Heartbeat
+from flotilla.runtime import ensure_bucket, provision
 from tests.conftest import Harness, eventually
 from workers import _intake as intake_module
 from workers._delivery import Delivery

@@ -10,8 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from flotilla import CommandError, Fleet
-from flotilla._crypto import FleetCipher, SecretError
-from flotilla._session_secrets import open_secrets, seal_command
+from flotilla.runtime import FleetCipher, SecretError, open_secrets, seal_command
 from tests.conftest import Harness
 
 KEY = base64.b64encode(os.urandom(32)).decode()

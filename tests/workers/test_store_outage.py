@@ -11,9 +11,9 @@ import nats.errors
 import pytest
 from prometheus_client import REGISTRY
 
-from flotilla._service import patiently
 from flotilla.embedded import free_port, start_redis
 from flotilla.errors import UnavailableError
+from flotilla.runtime import patiently
 from tests.conftest import Harness, eventually
 
 

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from flotilla._imports import load_object
 from flotilla.errors import ConfigurationError
+from flotilla.runtime import load_object
 from workers.plugins._base import Plugin, PluginOptsError
 from workers.plugins._catalog import BUILTIN_PLUGINS
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flotilla._patterns import Deadline, PatternError, PatternTooSlow, UserPattern
+from flotilla.runtime import Deadline, PatternError, PatternTooSlow, UserPattern
 from workers.plugins._base import (
     Action,
     Emit,

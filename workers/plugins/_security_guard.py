@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flotilla._patterns import Deadline, PatternError, PatternTooSlow, UserPattern
+from flotilla.runtime import Deadline, PatternError, PatternTooSlow, UserPattern
 from workers.plugins._base import (
     Action,
     BlockTool,

@@ -13,8 +13,8 @@ from typing import Any
 from jsonschema import exceptions as schema_errors
 from jsonschema import validators
 
-from flotilla._imports import load_object
 from flotilla.errors import ConfigurationError
+from flotilla.runtime import load_object
 from flotilla.settings import Settings
 from workers.tools._base import Tool, ToolSpec
 from workers.tools._engine_tools import AskUser, CompactConversation, Task, WriteTodos

@@ -18,7 +18,7 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
-from flotilla._provision import TOOLS_TTL_S, ensure_bucket
+from flotilla.runtime import TOOLS_TTL_S, ensure_bucket
 from schemas import Subjects, is_token
 from workers.tools._base import ToolContext, ToolResult, ToolSpec, reply_result
 

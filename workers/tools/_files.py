@@ -10,7 +10,7 @@ import asyncio
 import re
 from typing import Any
 
-from flotilla._patterns import Deadline, PatternError, PatternTooSlow, UserPattern
+from flotilla.runtime import Deadline, PatternError, PatternTooSlow, UserPattern
 from workers.tools._base import ToolContext, ToolResult, ToolSpec
 from workers.tools._workspace import WorkspaceError, normalize
 

@@ -13,7 +13,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from flotilla import Settings, ToolCall, ToolServer, serve_tool
-from flotilla._provision import ensure_bucket
+from flotilla.runtime import ensure_bucket
 from schemas import Subjects
 from tests.conftest import eventually
 from workers.tools._base import ToolContext, ToolSpec
