@@ -107,6 +107,8 @@ class SessionActor:
         self.history_chars = 0
         self._unsaved: list[bytes] = []
         self._keep = -1
+        self._floor = 0
+        """The lowest version the next save may write (after a write-back, past the copy's)."""
         self._timeout_at: int | None = None
         """The approval-timeout schedule entry as last written (saves write it on change)."""
         self._save_lock = asyncio.Lock()
@@ -318,6 +320,7 @@ class SessionActor:
         )
         self.state = SessionState.model_validate_json(written.state)
         self.version = stored_version
+        self._floor = written.version + 1  # versions never go back: a stale copy stays stale
         self._timeout_at = None  # the schedule entry went back with the rest: write it
         self.replace_history(written.history[: written.history_len])
         await self.save()
@@ -389,6 +392,7 @@ class SessionActor:
             state.last_active_ms = now_ms()
             append, self._unsaved = self._unsaved, []
             keep, self._keep = self._keep, -1
+            floor, self._floor = self._floor, 0
             idle = state.current is None and state.status == "idle"
             after = state.options.hibernate_after_ms or self._ctx.settings.hibernate_after_ms
             timeout_at = _earliest_timeout(state)
@@ -403,6 +407,7 @@ class SessionActor:
                     state=data,
                     append=append,
                     keep=keep,
+                    floor=floor,
                     shard=self.shard,
                     tenant=state.tenant,
                     active=(state.current is not None and not state.current.suspended)
@@ -417,11 +422,11 @@ class SessionActor:
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     self.version = await write
-                    self._written(timeout_at, Written(self.epoch, self.version, *wrote))
+                    self._remember(timeout_at, Written(self.epoch, self.version, *wrote))
                 raise
-            self._written(timeout_at, Written(self.epoch, self.version, *wrote))
+            self._remember(timeout_at, Written(self.epoch, self.version, *wrote))
 
-    def _written(self, timeout_at: int | None, written: Written) -> None:
+    def _remember(self, timeout_at: int | None, written: Written) -> None:
         self._timeout_at = timeout_at
         self.written = written
 

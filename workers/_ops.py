@@ -587,6 +587,7 @@ async def stop(actor: SessionActor, delivery: Delivery, rid: str) -> None:
     await actor.ctx.store.delete(
         actor.sid, epoch=actor.epoch, version=actor.version, shard=actor.shard, tenant=state.tenant
     )
+    actor.written = None  # deleted on purpose: a retry of this stop must not write it back
     await delivery.ack("stop")
     await actor.emit("session_stopped", {}, request_id=rid)
     actor.drop()

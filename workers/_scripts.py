@@ -20,7 +20,9 @@ return out
 """
 
 # KEYS: state hash, history list. ARGV: epoch, expected version, state json, keep (-1: keep
-# all history), then messages to append. Returns the new version, -1 fenced, -2 conflict.
+# all history), the lowest new version allowed, then messages to append. Returns the new
+# version (never below that floor: a session written again after Redis lost writes keeps
+# counting up from what its writer had, not from what Redis kept), -1 fenced, -2 conflict.
 SAVE = """
 local r = redis.call('HMGET', KEYS[1], 'e', 'v')
 local e = tonumber(r[1] or '0')
@@ -30,9 +32,10 @@ if v ~= tonumber(ARGV[2]) then return -2 end
 local keep = tonumber(ARGV[4])
 if keep == 0 then redis.call('DEL', KEYS[2])
 elseif keep > 0 then redis.call('LTRIM', KEYS[2], 0, keep - 1) end
-if #ARGV > 4 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 5)) end
-redis.call('HSET', KEYS[1], 'e', ARGV[1], 'v', v + 1, 'd', ARGV[3])
-return v + 1
+if #ARGV > 5 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 6)) end
+local nv = math.max(v + 1, tonumber(ARGV[5]))
+redis.call('HSET', KEYS[1], 'e', ARGV[1], 'v', nv, 'd', ARGV[3])
+return nv
 """
 
 # KEYS: state hash, history list. ARGV: epoch, expected version. Deletes the live state.

@@ -107,6 +107,7 @@ class SessionStore:
         state: bytes,
         append: Sequence[bytes] = (),
         keep: int = -1,
+        floor: int = 0,
         shard: int,
         tenant: str,
         active: bool,
@@ -114,7 +115,8 @@ class SessionStore:
         timeout_at_ms: int | None = None,
         reschedule_timeout: bool = True,
     ) -> int:
-        """Compare-and-set the state (and append history); returns the new version.
+        """Compare-and-set the state (and append history); returns the new version, at least
+        `floor`.
 
         Also keeps three indexes of the shard: its sessions with an unfinished turn (read by
         a new owner to resume them), and its hibernation and approval-timeout schedules
@@ -136,6 +138,7 @@ class SessionStore:
                     version,
                     state,
                     keep,
+                    floor,
                     *append,
                 ),
             ),

@@ -173,7 +173,13 @@ class TurnRunner:
             if actor.turn is self:
                 actor.turn_stopped()
                 state = actor.state
-                if carry_on and state is not None and state.prompt_queue:
+                if (
+                    carry_on
+                    and not self._cancelling  # the actor is stopping it: no successor
+                    and actor.hibernation is None  # a deferred hibernate keeps the queue
+                    and state is not None
+                    and state.prompt_queue
+                ):
                     actor.start_turn()
 
     async def _end_on_bug(self, exc: Exception) -> bool:

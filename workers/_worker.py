@@ -521,7 +521,10 @@ class Worker:
         if existing is not None and not existing[0].closed:
             return existing[0]
         assert self._ctx is not None
-        written = self._written.pop((tenant, sid), None)
+        kept = self._written.pop((tenant, sid), None)
+        written = kept[0] if kept is not None else None
+        if existing is not None and existing[0].written is not None:
+            written = existing[0].written  # still closing: its copy is the newest
         actor = SessionActor(
             tenant=tenant,
             sid=sid,
@@ -529,7 +532,7 @@ class Worker:
             epoch=epoch,
             ctx=self._ctx,
             on_exit=self._on_actor_exit,
-            written=written[0] if written is not None else None,
+            written=written,
         )
         task = asyncio.create_task(actor.run(), name=f"actor-{tenant}.{sid}")
         self._actors[(tenant, sid)] = (actor, task)
@@ -538,11 +541,13 @@ class Worker:
     def _on_actor_exit(self, actor: SessionActor) -> None:
         key = (actor.tenant, actor.sid)
         current = self._actors.get(key)
-        if current is not None and current[0] is actor:
+        succeeded = current is not None and current[0] is not actor  # it took the copy
+        if current is not None and not succeeded:
             del self._actors[key]
         if actor.needs_resume and actor.shard in self._shards:
             self._to_resume[key] = (actor.shard, actor.epoch)
-            if actor.written is not None:  # the outage may have been a failover that lost it
+            if actor.written is not None and not succeeded:
+                # the outage may have been a failover that lost its last writes
                 self._written[key] = (actor.written, time.monotonic())
 
     async def _maintain(self) -> None:

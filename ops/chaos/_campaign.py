@@ -259,11 +259,12 @@ def log_evidence(data_dir: Path, sids: set[str], *, limit: int = 40) -> list[str
     if not sids:
         return []
     named = re.compile(r"\b(" + "|".join(re.escape(sid) for sid in sids) + r")\b")
-    lines = []
+    logged = []  # (time stamp, line): the components' lines start with their time
     for log in sorted(data_dir.glob("*.log")):
         for line in log.read_text(errors="replace").splitlines():
             if " INFO " not in line and named.search(line):
-                lines.append(f"{log.stem}: {line}")
+                logged.append((line[:23], f"{log.stem}: {line}"))
+    lines = [line for _, line in sorted(logged, key=lambda entry: entry[0])]
     for log in sorted(data_dir.glob("redis/sentinel-1/sentinel.log")):
         lines += [
             f"sentinel: {line}"

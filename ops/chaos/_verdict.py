@@ -196,12 +196,11 @@ def worst_waits(
         waits[kind].append(latency[turn.command_id])
     for kind, values in waits.items():
         out[kind]["p99_wait_ms"] = percentiles(values)["p99_ms"]
-    if COMPOUND in out:
-        out[COMPOUND]["details"] = [
-            f"{len(values)} turns: {combo}, p99 {stats['p99_ms']} ms, max {stats['max_ms']} ms"
-            for combo, values in combinations.items()
-            if (stats := percentiles(values))
-        ]
+    for combo, values in combinations.items():
+        stats = percentiles(values)
+        out[COMPOUND]["details"].append(
+            f"{combo}: {len(values)} turns, p99 {stats['p99_ms']} ms, max {stats['max_ms']} ms"
+        )
     return out
 
 

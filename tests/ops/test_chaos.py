@@ -108,11 +108,11 @@ def test_a_turn_hit_by_faults_of_two_kinds_is_charged_to_neither_but_to_compound
     assert faults["compound"]["turns_hit"] == 1
     assert faults["compound"]["worst_wait_ms"] == 9000.0
     assert faults["compound"]["details"] == [
-        "1 turns: redis_outage_10s + worker_sigkill, p99 9000.0 ms, max 9000.0 ms"
+        "redis_outage_10s + worker_sigkill: 1 turns, p99 9000.0 ms, max 9000.0 ms"
     ]
     assert faults["worker_sigkill"]["worst_wait_ms"] == 500.0
     data = {"clean": True, "counts": {}, "latency": {}, "faults": faults, "wall_s": 1.0}
-    assert "compound: 1 turns: redis_outage_10s + worker_sigkill, p99" in render(data)
+    assert "compound: redis_outage_10s + worker_sigkill: 1 turns, p99" in render(data)
 
 
 def test_the_report_carries_counts_evidence_latency_and_faults() -> None:

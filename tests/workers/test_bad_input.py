@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from flotilla import CommandError, Fleet
-from tests.conftest import Harness
+from tests.conftest import Harness, eventually
 from workers._turn import TurnRunner
 
 
@@ -209,8 +209,11 @@ async def test_a_prompt_sent_while_a_turn_ends_on_a_bug_runs_after_it(
 
     finish = TurnRunner._finish
 
-    async def slow_finish(self: TurnRunner, *args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(0.5)  # "again" is queued meanwhile
+    async def finish_once_again_is_queued(self: TurnRunner, *args: Any, **kwargs: Any) -> Any:
+        state = self._actor.state
+        assert state is not None
+        if kwargs.get("error"):  # the broken turn ends only once "again" waits in the queue
+            await eventually(lambda: bool(state.prompt_queue), what='"again" to be queued')
         return await finish(self, *args, **kwargs)
 
     assert fleet.fleet is not None
@@ -219,7 +222,7 @@ async def test_a_prompt_sent_while_a_turn_ends_on_a_bug_runs_after_it(
         model="mock:script", tools=["read_file"], provider_opts={"script": steps}
     )
     monkeypatch.setattr(TurnRunner, "_detect_loop", broken)
-    monkeypatch.setattr(TurnRunner, "_finish", slow_finish)
+    monkeypatch.setattr(TurnRunner, "_finish", finish_once_again_is_queued)
     await session.prompt("go")
     with pytest.raises(CommandError):
         await session.collect_reply(timeout=5)
