@@ -24,6 +24,7 @@ from workers._delivery import Delivery
 from workers._events import now_ms
 from workers._parse import command_id_of, parse_command
 from workers._plugin_host import SessionHooks
+from workers._plugin_opts import apply_deferred_plugin_opts
 from workers._prompting import system_prompt
 from workers._timers import ApprovalTimers
 from workers._turn import TurnRunner
@@ -249,7 +250,7 @@ class SessionActor:
     async def _update_plugins_deferred(self) -> None:
         state = self.state
         if state is not None and self.turn is None and state.deferred_plugin_opts:
-            await _ops.apply_deferred_plugin_opts(self)
+            await apply_deferred_plugin_opts(self)
 
     async def _hibernate_deferred(self) -> None:
         request_id, self.hibernation = self.hibernation, None

@@ -8,7 +8,7 @@ that start or resume one hand it to the actor.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, assert_never
 
 import orjson
 
@@ -43,6 +43,7 @@ from workers import _audit, _checkpoints, _metrics, _subagents, _turn_end
 from workers._batch import announce_end
 from workers._delivery import Delivery
 from workers._events import now_ms
+from workers._plugin_opts import change_plugin_opts
 from workers._sessions import create_session
 from workers._turn import TurnRunner
 from workers.errors import CommandRejected
@@ -525,43 +526,9 @@ async def update_plugin_opts(
         ] + [{"plugin": command.plugin, "opts": command.opts, "request_id": rid}]
         await actor.commit(delivery, "deferred")
         return
-    updated = await _update_plugin(actor, command.plugin, command.opts, rid)
+    updated = await change_plugin_opts(actor, command.plugin, command.opts, rid)
     await actor.commit(delivery, "applied" if updated["success"] else "refused")
     await actor.emit("plugin_opts_updated", updated, request_id=rid)
-
-
-async def apply_deferred_plugin_opts(actor: SessionActor) -> None:
-    state = _state(actor)
-    deferred, state.deferred_plugin_opts = state.deferred_plugin_opts, []
-    results = [
-        (item, await _update_plugin(actor, item["plugin"], item["opts"], item.get("request_id")))
-        for item in deferred
-    ]
-    await actor.save()
-    for item, updated in results:
-        await actor.emit("plugin_opts_updated", updated, request_id=item.get("request_id"))
-
-
-async def _update_plugin(
-    actor: SessionActor, name: str, opts: dict[str, Any], rid: str | None
-) -> dict[str, Any]:
-    """Run `before_plugin_opts_update`, then the plugin's update; the event's data."""
-    state = _state(actor)
-    gate = await actor.hooks.run(
-        Hook.BEFORE_PLUGIN_OPTS_UPDATE, {"plugin": name, "opts": opts}, request_id=rid
-    )
-    if isinstance(gate.terminal, AbortAction | Skip):
-        reason = gate.terminal.reason if isinstance(gate.terminal, AbortAction) else "skipped"
-        error = f"blocked by {gate.terminal_plugin}: {reason}"
-        return {"plugin": name, "success": False, "error": error, "mode": "blocked"}
-    chain = actor.hooks.chain
-    mode, refused = chain.update_opts(name, opts, state.plugin_states)
-    if refused is not None:
-        return {"plugin": name, "success": False, "error": refused, "mode": "refused"}
-    plugin = chain.find(name)
-    assert plugin is not None
-    state.plugin_opts[plugin.name] = dict(plugin.opts)  # what a reload re-applies
-    return {"plugin": name, "success": True, "error": None, "mode": mode}
 
 
 # -- lifecycle ---------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from schemas import TurnProgress
-from workers import _audit, _metrics, _ops
+from workers import _audit, _metrics
 from workers._events import now_ms
+from workers._plugin_opts import apply_deferred_plugin_opts
 from workers._subagents import abort_children, report_to_parent
 from workers.plugins import Hook
 
@@ -82,4 +83,4 @@ async def after_turn(
         request_id=current.request_id,
     )
     if state.deferred_plugin_opts and state.current is None:
-        await _ops.apply_deferred_plugin_opts(actor)
+        await apply_deferred_plugin_opts(actor)
