@@ -149,6 +149,32 @@ async def redis_refused(client: aioredis.Redis, port: int) -> AsyncIterator[None
         await reconnect(ports)
 
 
+class OwnRedis:
+    """A Redis server of one test's own (AOF on), to stop and start again on its port: an
+    outage the test controls without touching the session's shared server."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.server = start_redis(home, persist=True)
+        self.port = self.server.port
+        self.url = self.server.url
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start(self) -> None:
+        self.server = start_redis(self.home, port=self.port, persist=True)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    redis = OwnRedis(tmp_path / "redis")
+    try:
+        yield redis
+    finally:
+        redis.stop()
+
+
 async def eventually(
     check: Callable[[], Awaitable[bool] | bool], *, timeout: float = 10.0, what: str = "condition"
 ) -> None:

@@ -6,15 +6,13 @@ wrote them writes them again; nothing is lost."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
-from flotilla.embedded import start_redis
 from flotilla.keys import RedisKeys
-from tests.conftest import Harness, eventually
+from tests.conftest import Harness, OwnRedis, eventually
 from workers import _ops
 
 
@@ -92,36 +90,31 @@ async def test_a_session_stopped_and_created_again_is_not_brought_back(
 
 
 async def test_a_turn_an_outage_stopped_is_written_again_by_the_actor_that_resumes_it(
-    harness_factory: Any, tmp_path: Path
+    harness_factory: Any, own_redis: OwnRedis
 ) -> None:
     """The actor that wrote the lost state exits with the outage; the worker hands its copy
     to the session's next actor, which writes it back and finishes the turn."""
-    server = start_redis(tmp_path / "redis", persist=True)
-    port = server.port
-    try:
-        harness: Harness = await harness_factory(redis_url=server.url, redis_cluster=False)
-        await harness.start_fleet("w1")
-        assert harness.fleet is not None
-        keys = RedisKeys(harness.settings.redis_prefix)
-        script = {"script": [{"text": "one done"}, {"text": "two done", "delay_ms": 1500}]}
-        session = await harness.fleet.create_agent(model="mock:script", provider_opts=script)
-        await session.prompt("one")
-        assert await session.collect_reply(timeout=10) == "one done"
-        sid_keys = (keys.state("acme", session.sid), keys.history("acme", session.sid))
-        earlier = {key: await harness.redis.dump(key) for key in sid_keys}
-        two = await session.prompt("two")
-        await session.wait_for({"agent_start"}, request_id=two, timeout=10)
-        for key, value in earlier.items():  # the failover: "two" is gone from Redis...
-            await harness.redis.restore(key, 0, value, replace=True)
-        deferred = _deferred()
-        server.stop()  # ...and the turn's next save meets the outage: its actor exits
-        await eventually(lambda: _deferred() > deferred, timeout=15, what="an actor to exit")
-        rewritten = _rewritten()
-        server = start_redis(tmp_path / "redis", port=port, persist=True)
+    harness: Harness = await harness_factory(redis_url=own_redis.url, redis_cluster=False)
+    await harness.start_fleet("w1")
+    assert harness.fleet is not None
+    keys = RedisKeys(harness.settings.redis_prefix)
+    script = {"script": [{"text": "one done"}, {"text": "two done", "delay_ms": 1500}]}
+    session = await harness.fleet.create_agent(model="mock:script", provider_opts=script)
+    await session.prompt("one")
+    assert await session.collect_reply(timeout=10) == "one done"
+    sid_keys = (keys.state("acme", session.sid), keys.history("acme", session.sid))
+    earlier = {key: await harness.redis.dump(key) for key in sid_keys}
+    two = await session.prompt("two")
+    await session.wait_for({"agent_start"}, request_id=two, timeout=10)
+    for key, value in earlier.items():  # the failover: "two" is gone from Redis...
+        await harness.redis.restore(key, 0, value, replace=True)
+    deferred = _deferred()
+    own_redis.stop()  # ...and the turn's next save meets the outage: its actor exits
+    await eventually(lambda: _deferred() > deferred, timeout=15, what="an actor to exit")
+    rewritten = _rewritten()
+    own_redis.start()
 
-        end = await session.wait_for({"agent_end"}, request_id=two, timeout=30)
-        assert end.data["last_message"]["content"] == "two done"
-        assert await _user_texts(harness, session.sid) == ["one", "two"]
-        assert _rewritten() == rewritten + 1
-    finally:
-        server.stop()
+    end = await session.wait_for({"agent_end"}, request_id=two, timeout=30)
+    assert end.data["last_message"]["content"] == "two done"
+    assert await _user_texts(harness, session.sid) == ["one", "two"]
+    assert _rewritten() == rewritten + 1
